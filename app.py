@@ -1,0 +1,139 @@
+"""The FastAPI application: configuration, life cycle, and the routes outside `/api/v1`.
+
+`lifespan` builds the session store, the task pool and the service from `Settings`, keeps them on
+`app.state`, sweeps expired sessions periodically and, on shutdown, cancels pending and running
+analyses and removes the files of unfinished sessions. Nothing heavy happens at import time:
+`create_app(settings)` gives each test a fresh application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+
+from async_api import (
+    UPLOAD_FORM,
+    ServiceDep,
+    _errors,
+    multipart_body,
+    register_error_handlers,
+    require_api_key,
+    router,
+)
+from config import Settings
+from schemas import AnalysisData, AnalysisType, HealthResponse
+from session_manager import SessionManager
+from task_manager import BackgroundTaskManager
+from video_service import VideoService
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def configure_logging() -> None:
+    """Logging is configured here and nowhere else."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def _sweep_expired(service: VideoService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await anyio.to_thread.run_sync(service.expire)
+            if removed:
+                logger.info("expired %d session(s)", removed)
+        except Exception:
+            logger.exception("expiry sweep failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; `settings` defaults to the environment's."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
+        sessions = SessionManager()
+        tasks = BackgroundTaskManager(max_workers=settings.max_workers)
+        service = VideoService(settings, sessions, tasks, f"{API_PREFIX}/video/artifacts")
+        await anyio.to_thread.run_sync(service.start)
+        app.state.settings = settings
+        app.state.sessions = sessions
+        app.state.tasks = tasks
+        app.state.service = service
+        sweeper = asyncio.create_task(_sweep_expired(service, settings.cleanup_interval_seconds))
+        logger.info("ready: %d worker(s), storage in %s", settings.max_workers, service.storage)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await anyio.to_thread.run_sync(service.shutdown)
+            logger.info("shut down")
+
+    app = FastAPI(
+        title="Workout video analysis",
+        version="1.0.0",
+        description="Upload a workout video, follow its analysis, read its highlights and "
+        "its sets and repetitions with timestamps.",
+        lifespan=lifespan,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    register_error_handlers(app)
+    app.include_router(router, prefix=API_PREFIX)
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    def health(request: Request) -> HealthResponse:
+        """Report that the service is up, with its load."""
+        service: VideoService = request.app.state.service
+        counts = service.tasks.counts()
+        return HealthResponse(
+            status="healthy",
+            running=counts["running"],
+            queued=counts["queued"],
+            sessions=len(service.sessions),
+        )
+
+    form = {k: v for k, v in UPLOAD_FORM["properties"].items() if k != "analysis_type"}
+    sync_route: dict[str, Any] = {
+        "response_model": AnalysisData,
+        "response_model_exclude_unset": True,
+        "responses": _errors(401, 400, 413, 415, 422, 429, 503, 507),
+        "openapi_extra": multipart_body({**UPLOAD_FORM, "properties": form}),
+        "dependencies": [Depends(require_api_key)],
+        "tags": ["synchronous"],
+    }
+
+    @app.post("/analyze/highlights", **sync_route)
+    async def analyze_highlights(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Find a video's highlights and answer with the data (no session kept)."""
+        return await service.analyze_now(
+            request.stream(), request.headers.get("content-type"), AnalysisType.HIGHLIGHTS
+        )
+
+    @app.post("/analyze/workout", **sync_route)
+    async def analyze_workout(request: Request, service: ServiceDep) -> dict[str, Any]:
+        """Analyse a video's sets and repetitions and answer with the data (no session kept)."""
+        return await service.analyze_now(
+            request.stream(), request.headers.get("content-type"), AnalysisType.WORKOUT
+        )
+
+    return app
+
+
+app = create_app()

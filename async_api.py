@@ -1,0 +1,285 @@
+"""The asynchronous video API, mounted at `/api/v1`: upload, status, results, cancel, cleanup and
+artifacts. Handlers are thin: they call `VideoService` and shape its answers into wire models.
+
+This module is also the one place where domain errors become HTTP answers
+(`register_error_handlers`), so every error is `{"detail": "..."}` with the right status and never
+shows a path, a stack trace or an exception's internals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from starlette.requests import ClientDisconnect
+
+from schemas import (
+    AnalysisType,
+    CancelResponse,
+    ErrorResponse,
+    Message,
+    ResultsResponse,
+    StatusResponse,
+    UploadResponse,
+)
+from session_manager import SessionStatus
+from uploads import MalformedUpload, StorageFull, UploadError, UploadTooLarge
+from video_service import (
+    ArtifactNotFound,
+    InvalidUpload,
+    QueueFull,
+    ServiceError,
+    SessionFinished,
+    SessionNotFound,
+    SessionNotReady,
+    ShuttingDown,
+    UnsupportedMediaType,
+    VideoService,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# -- dependencies -------------------------------------------------------------------------------
+
+
+def get_service(request: Request) -> VideoService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+ServiceDep = Annotated[VideoService, Depends(get_service)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def require_api_key(
+    request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]
+) -> None:
+    """When API_KEY is set, the X-API-Key header must match it (compared in constant time)."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    given = (api_key or "").encode()
+    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or missing API key")
+
+
+# -- OpenAPI details ----------------------------------------------------------------------------
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Bad request",
+        401: "Missing or wrong X-API-Key (only when API_KEY is set)",
+        404: "Session not found",
+        409: "The session has already ended",
+        413: "File larger than MAX_UPLOAD_MB",
+        415: "Not a video format we accept",
+        422: "Unreadable video, bad analysis_type or params",
+        429: "Too many videos waiting; see Retry-After",
+        503: "Shutting down",
+        507: "Out of disk space",
+    }
+    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+
+
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["video"],
+    "properties": {
+        "video": {"type": "string", "format": "binary", "description": "The video file."},
+        "analysis_type": {
+            "type": "string",
+            "enum": [t.value for t in AnalysisType],
+            "default": AnalysisType.HIGHLIGHTS.value,
+        },
+        "params": {
+            "type": "string",
+            "default": "{}",
+            "description": "A JSON object with any of: segment_seconds (1-60), max_highlights "
+            "(1-20), highlight_seconds (1-30), sample_fps (2-30), reel (bool).",
+            "examples": ['{"max_highlights": 3, "reel": true}'],
+        },
+    },
+}
+
+
+def multipart_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` documenting a multipart body that the handler streams itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
+
+
+# -- routes -------------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/video", tags=["video"], dependencies=[Depends(require_api_key)])
+_AUTH = (401,)
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResponse,
+    responses=_errors(*_AUTH, 400, 413, 415, 422, 429, 503, 507),
+    openapi_extra=multipart_body(UPLOAD_FORM),
+)
+async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
+    """Upload a video and queue its analysis."""
+    # The body is streamed to disk here rather than parsed by FastAPI, so the size limit holds
+    # while the bytes arrive and memory stays flat (see uploads.py).
+    session = await service.upload(request.stream(), request.headers.get("content-type"))
+    return UploadResponse(
+        sessionId=session.id, status=SessionStatus.QUEUED, message="Video uploaded successfully"
+    )
+
+
+@router.get(
+    "/status/{session_id}",
+    response_model=StatusResponse,
+    response_model_exclude_none=True,
+    responses=_errors(*_AUTH, 404),
+)
+def get_status(session_id: str, service: ServiceDep) -> StatusResponse:
+    """Get a session's status and progress."""
+    return status_of(service, session_id)
+
+
+def status_of(service: VideoService, session_id: str) -> StatusResponse:
+    """The status model of a session (shared with the event stream)."""
+    session = service.get(session_id)
+    return StatusResponse(
+        sessionId=session.id,
+        status=session.status,
+        progress=session.progress,
+        message=session.message,
+        analysisType=AnalysisType(session.analysis_type),
+        createdAt=session.created_at,
+        updatedAt=session.updated_at,
+        queuePosition=service.queue_position(session_id)
+        if session.status == SessionStatus.QUEUED
+        else None,
+        error=session.error if session.status == SessionStatus.FAILED else None,
+    )
+
+
+@router.get(
+    "/results/{session_id}",
+    response_model=ResultsResponse,
+    response_model_exclude_unset=True,
+    responses=_errors(*_AUTH, 400, 404),
+)
+def get_results(session_id: str, service: ServiceDep) -> dict[str, Any]:
+    """Get the analysis results of a completed session."""
+    session = service.results(session_id)
+    return {"sessionId": session.id, "status": session.status.value, "data": session.result}
+
+
+@router.post(
+    "/cancel/{session_id}",
+    response_model=CancelResponse,
+    responses=_errors(*_AUTH, 404, 409),
+)
+async def cancel_session(session_id: str, service: ServiceDep) -> CancelResponse:
+    """Cancel a queued or running analysis and delete its video and partial results."""
+    await service.cancel(session_id)
+    return CancelResponse(
+        sessionId=session_id,
+        status=SessionStatus.CANCELLED,
+        message="Processing cancelled successfully",
+    )
+
+
+@router.delete("/cleanup/{session_id}", response_model=Message, responses=_errors(*_AUTH, 404))
+async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
+    """Delete a session: stop its analysis, remove its files, record and results."""
+    await service.cleanup(session_id)
+    return Message(message="Session cleaned up successfully")
+
+
+@router.get(
+    "/artifacts/{session_id}/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {"image/jpeg": {}, "video/mp4": {}},
+            "description": "A thumbnail (JPEG) or the highlight reel (MP4)",
+        },
+        **_errors(*_AUTH, 404),
+    },
+)
+def get_artifact(session_id: str, name: str, service: ServiceDep) -> FileResponse:
+    """Download a thumbnail or the highlight reel of a session."""
+    path = service.artifact_path(session_id, name)
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    # Artifacts never change once written: let the browser keep them.
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
+# -- errors → HTTP, in one place ----------------------------------------------------------------
+
+_STATUS_OF: dict[type[Exception], int] = {
+    SessionNotFound: 404,
+    ArtifactNotFound: 404,
+    SessionNotReady: 400,
+    SessionFinished: 409,
+    UploadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidUpload: 422,
+    MalformedUpload: 422,
+    QueueFull: 429,
+    ShuttingDown: 503,
+    StorageFull: 507,
+}
+
+
+def _status_for(exc: Exception) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS_OF:
+            return _STATUS_OF[cls]
+    return 400
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    code = _status_for(exc)
+    headers = {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, (UploadTooLarge, MalformedUpload)):
+        # The rest of the body is not read: the connection cannot be reused.
+        headers["Connection"] = "close"
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": "The upload was interrupted"}, status_code=400)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"detail": f"Invalid request: {problems}"}, status_code=422)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # A 500 is a bug: log everything, tell the client nothing internal.
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map every domain error to its HTTP status on `app`."""
+    app.add_exception_handler(ServiceError, _domain_error)
+    app.add_exception_handler(UploadError, _domain_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,201 @@
+"""Wire types: the pydantic models the API reads and writes, and nothing internal.
+
+Field names are the frontend's contract (`sessionId`, `queuePosition`...): keep them, add only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from session_manager import SessionStatus
+
+
+class AnalysisType(StrEnum):
+    """What to compute: highlights, the workout (sets, reps), or both in one pass."""
+
+    HIGHLIGHTS = "highlights"
+    WORKOUT = "workout"
+    FULL = "full"
+
+
+class AnalysisParams(BaseModel):
+    """The optional `params` form field: a JSON object with any of these keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    segment_seconds: float = Field(5.0, ge=1, le=60, description="Length of an analysis segment.")
+    max_highlights: int = Field(5, ge=1, le=20, description="Most highlights returned.")
+    highlight_seconds: float = Field(5.0, ge=1, le=30, description="Length of a highlight window.")
+    sample_fps: float = Field(10.0, ge=2, le=30, description="Frames analysed per second.")
+    reel: bool = Field(False, description="Also cut the highlights into an H.264 MP4 reel.")
+
+
+class Message(BaseModel):
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers has this shape."""
+
+    detail: str = Field(examples=["Session not found"])
+
+
+class UploadResponse(BaseModel):
+    sessionId: str
+    status: SessionStatus
+    message: str
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sessionId": "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
+                    "status": "queued",
+                    "message": "Video uploaded successfully",
+                }
+            ]
+        }
+    )
+
+
+class StatusResponse(BaseModel):
+    sessionId: str
+    status: SessionStatus
+    progress: int = Field(ge=0, le=100)
+    message: str
+    analysisType: AnalysisType
+    createdAt: float = Field(description="Unix time, seconds.")
+    updatedAt: float = Field(description="Unix time, seconds.")
+    queuePosition: int | None = Field(None, description="1-based, only while queued.")
+    error: str | None = Field(None, description="Only when failed.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sessionId": "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
+                    "status": "processing",
+                    "progress": 65,
+                    "message": "Analyzing segment 13/20",
+                    "analysisType": "workout",
+                    "createdAt": 1795489366.16,
+                    "updatedAt": 1795489370.02,
+                }
+            ]
+        }
+    )
+
+
+class CancelResponse(BaseModel):
+    sessionId: str
+    status: Literal[SessionStatus.CANCELLED]
+    message: str
+
+
+class VideoMeta(BaseModel):
+    duration: float
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+
+
+class HighlightOut(BaseModel):
+    start: float
+    end: float
+    score: float = Field(ge=0, le=1)
+    reason: str
+    thumbnail_url: str | None
+    peak_time: float | None = None
+
+
+class SegmentOut(BaseModel):
+    start: float
+    end: float
+    kind: Literal["active", "rest"]
+    reps: int
+    rep_times: list[float]
+    tempo: float | None = Field(description="Repetitions per minute; null for a rest.")
+    intensity: float = Field(ge=0, le=1)
+
+
+class WorkoutOut(BaseModel):
+    total_reps: int
+    active_time: float
+    rest_time: float
+    segments: list[SegmentOut]
+
+
+class AnalysisData(BaseModel):
+    """The analysis result. `highlights` is present for highlights and full, `workout` for
+    workout and full, `reel_url` when a reel was asked for; times are seconds from the start."""
+
+    analysis_type: AnalysisType
+    video: VideoMeta
+    highlights: list[HighlightOut] | None = None
+    workout: WorkoutOut | None = None
+    reel_url: str | None = None
+    processing_time: float
+
+
+class ResultsResponse(BaseModel):
+    sessionId: str
+    status: Literal[SessionStatus.COMPLETED]
+    data: AnalysisData
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sessionId": "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
+                    "status": "completed",
+                    "data": {
+                        "analysis_type": "workout",
+                        "video": {
+                            "duration": 55.3,
+                            "fps": 30.0,
+                            "width": 640,
+                            "height": 360,
+                            "frame_count": 1658,
+                        },
+                        "workout": {
+                            "total_reps": 10,
+                            "active_time": 22.1,
+                            "rest_time": 7.9,
+                            "segments": [
+                                {
+                                    "start": 4.0,
+                                    "end": 26.1,
+                                    "kind": "active",
+                                    "reps": 10,
+                                    "rep_times": [4.1, 6.3],
+                                    "tempo": 27.2,
+                                    "intensity": 0.8,
+                                },
+                                {
+                                    "start": 26.1,
+                                    "end": 34.0,
+                                    "kind": "rest",
+                                    "reps": 0,
+                                    "rep_times": [],
+                                    "tempo": None,
+                                    "intensity": 0.05,
+                                },
+                            ],
+                        },
+                        "processing_time": 4.2,
+                    },
+                }
+            ]
+        }
+    )
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"]
+    running: int
+    queued: int
+    sessions: int

@@ -1,0 +1,198 @@
+"""The session store: what each uploaded video's analysis is doing, and its result.
+
+It owns the `SessionStatus` enum and the `Session` record. Every public method takes the lock
+once, does only in-memory work under it and returns a snapshot copy, so a caller (an HTTP
+handler, a worker thread) never holds a reference to shared state and never waits on I/O done
+under the lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class SessionStatus(StrEnum):
+    """Where a session is in its life; the terminal ones never change again."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED})
+
+
+@dataclass
+class Session:
+    """One upload and its analysis. `video_path` and `work_dir` are private: never on the wire."""
+
+    id: str
+    analysis_type: str
+    params: dict[str, Any]
+    video_path: str
+    work_dir: str | None = None
+    status: SessionStatus = SessionStatus.QUEUED
+    progress: int = 0
+    message: str = "Queued for analysis"
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    artifacts: tuple[str, ...] = ()
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+# What `update_session` may change; the identity and the creation time are fixed.
+_UPDATABLE = frozenset(
+    f.name for f in dataclasses.fields(Session) if f.name not in {"id", "created_at"}
+)
+
+
+class SessionManager:
+    """A thread-safe, in-memory map of session id to `Session`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+
+    def create_session(
+        self,
+        video_path: str,
+        analysis_type: str,
+        params: dict[str, Any],
+        *,
+        session_id: str | None = None,
+        work_dir: str | None = None,
+    ) -> str:
+        """Record a new queued session.
+
+        Args:
+            video_path: where the uploaded video is stored.
+            analysis_type: "highlights", "workout" or "full".
+            params: the validated analysis parameters.
+            session_id: an id chosen beforehand (the upload writes into a folder named after it);
+                a fresh uuid4 when omitted.
+            work_dir: the session's own folder, removed with the session.
+
+        Returns:
+            The session id.
+
+        Raises:
+            ValueError: `session_id` is already taken.
+        """
+        session = Session(
+            id=session_id or str(uuid.uuid4()),
+            analysis_type=analysis_type,
+            params=copy.deepcopy(params),
+            video_path=str(video_path),
+            work_dir=work_dir,
+        )
+        with self._lock:
+            if session.id in self._sessions:
+                raise ValueError(f"session {session.id} already exists")
+            self._sessions[session.id] = session
+        return session.id
+
+    def get_session(self, session_id: str) -> Session | None:
+        """A copy of the session, or None when there is no such session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            return _snapshot(session) if session is not None else None
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        expect_status: SessionStatus | frozenset[SessionStatus] | None = None,
+        **updates: Any,
+    ) -> bool:
+        """Change fields of a session.
+
+        Progress never goes backwards (a smaller value is ignored) and `updated_at` is refreshed.
+
+        Args:
+            session_id: the session to change.
+            expect_status: apply the change only while the session is in this status (or one of
+                these): the compare-and-set that keeps a late progress report from a worker from
+                overwriting a cancellation.
+            **updates: field names of `Session` and their new values.
+
+        Returns:
+            True when the session exists (and was in the expected status) and was changed.
+
+        Raises:
+            ValueError: a field name that a session does not have (or may not change), or a
+                status that is not a `SessionStatus`.
+        """
+        unknown = set(updates) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"unknown session field(s): {', '.join(sorted(unknown))}")
+        if "status" in updates:
+            updates["status"] = SessionStatus(updates["status"])
+        if "progress" in updates:
+            updates["progress"] = max(0, min(100, int(updates["progress"])))
+        if isinstance(expect_status, SessionStatus):
+            expect_status = frozenset({expect_status})
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                return False
+            if expect_status is not None and session.status not in expect_status:
+                return False
+            if "progress" in updates:
+                updates["progress"] = max(session.progress, updates["progress"])
+            for name, value in updates.items():
+                setattr(session, name, value)
+            session.updated_at = time.time()
+            return True
+
+    def delete_session(self, session_id: str) -> bool:
+        """Forget a session; False when there was none."""
+        with self._lock:
+            return self._sessions.pop(session_id, None) is not None
+
+    def list_sessions(self, status: SessionStatus | None = None) -> list[Session]:
+        """Copies of every session (or those in `status`), oldest first."""
+        with self._lock:
+            sessions = [s for s in self._sessions.values() if status is None or s.status == status]
+            return [_snapshot(s) for s in sorted(sessions, key=lambda s: s.created_at)]
+
+    def expired(self, now: float, ttl_seconds: float) -> list[str]:
+        """Ids of the sessions created more than `ttl_seconds` before `now`."""
+        cutoff = now - ttl_seconds
+        with self._lock:
+            return [s.id for s in self._sessions.values() if s.created_at < cutoff]
+
+    def count(self, status: SessionStatus | None = None) -> int:
+        """How many sessions there are (in `status`, when given)."""
+        with self._lock:
+            if status is None:
+                return len(self._sessions)
+            return sum(1 for s in self._sessions.values() if s.status == status)
+
+    def __len__(self) -> int:
+        return self.count()
+
+
+def _snapshot(session: Session) -> Session:
+    # The result and params are nested dicts a caller could mutate: copy them too.
+    return dataclasses.replace(
+        session, params=copy.deepcopy(session.params), result=copy.deepcopy(session.result)
+    )

@@ -1,0 +1,258 @@
+"""Receive a multipart upload straight to disk, bounded in size and in memory.
+
+Starlette would parse the whole body into a spooled temporary file before the endpoint runs, so a
+size limit checked there comes after the bytes are on disk. Here the body is parsed as it
+arrives: the file part goes to the destination path in 1 MiB writes made off the event loop, the
+size limit stops it the moment it is passed, and the first bytes are shown to a check (is this a
+video container?) before the rest is read. Memory stays flat for a body of any size.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_BYTES = 1024 * 1024
+_HEAD_BYTES = 64
+_MAX_FIELDS = 16
+_MAX_FIELD_BYTES = 64 * 1024
+
+
+class UploadError(Exception):
+    """The upload cannot be accepted; the message is safe to show to the client."""
+
+
+class MalformedUpload(UploadError):
+    """Not a multipart form we understand, or not the fields we expect."""
+
+
+class UploadTooLarge(UploadError):
+    """The file is larger than the limit."""
+
+
+class StorageFull(UploadError):
+    """The disk filled up while the file was written."""
+
+
+@dataclass
+class ReceivedUpload:
+    """What arrived: the file (already at `path`) and the plain form fields."""
+
+    path: Path
+    size: int
+    head: bytes
+    filename: str | None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+async def receive_upload(
+    stream: AsyncIterator[bytes],
+    content_type: str | None,
+    dest: Path,
+    *,
+    max_bytes: int,
+    file_field: str = "video",
+    check_head: Callable[[bytes], None] | None = None,
+) -> ReceivedUpload:
+    """Parse a multipart body from `stream`, writing its one file part to `dest`.
+
+    Args:
+        stream: the request body, chunk by chunk.
+        content_type: the request's Content-Type header (it carries the boundary).
+        dest: where the file goes; its folder must exist. Removed again on any error.
+        max_bytes: the largest file accepted.
+        file_field: the form field that must hold the file.
+        check_head: called once with the file's first bytes (up to 64); raising there stops
+            the upload before the rest is read.
+
+    Returns:
+        The received upload.
+
+    Raises:
+        MalformedUpload: not multipart, no boundary, broken body, no file in `file_field`, more
+            than one file, or too many / too large plain fields.
+        UploadTooLarge: the file passed `max_bytes`.
+        StorageFull: the disk is full.
+        Whatever `check_head` raises.
+    """
+    receiver = _Receiver(dest, max_bytes, file_field, check_head)
+    try:
+        await receiver.run(stream, content_type)
+    except BaseException:
+        await receiver.close()
+        await anyio.to_thread.run_sync(_unlink_quietly, dest)
+        raise
+    await receiver.close()
+    if receiver.upload is None:
+        await anyio.to_thread.run_sync(_unlink_quietly, dest)
+        raise MalformedUpload(f"Missing the '{file_field}' file field")
+    return receiver.upload
+
+
+class _Receiver:
+    """The multipart callbacks, and the buffered writes they lead to."""
+
+    def __init__(
+        self,
+        dest: Path,
+        max_bytes: int,
+        file_field: str,
+        check_head: Callable[[bytes], None] | None,
+    ) -> None:
+        self.dest = dest
+        self.max_bytes = max_bytes
+        self.file_field = file_field
+        self.check_head = check_head
+        self.upload: ReceivedUpload | None = None
+        self.fields: dict[str, str] = {}
+        self._file = None  # type: ignore[var-annotated]
+        self._buffer = bytearray()
+        self._head_checked = False
+        self._in_file = False
+        self._header_name = b""
+        self._header_value = b""
+        self._disposition = b""
+        self._field_name = ""
+        self._field_data = bytearray()
+        self._parts = 0
+
+    async def run(self, stream: AsyncIterator[bytes], content_type: str | None) -> None:
+        mime, options = parse_options_header(content_type or "")
+        if mime != b"multipart/form-data":
+            raise MalformedUpload("Send the video as multipart/form-data")
+        boundary = options.get(b"boundary")
+        if not boundary:
+            raise MalformedUpload("Missing boundary in multipart/form-data")
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+            },
+        )
+        try:
+            async for chunk in stream:
+                parser.write(chunk)
+                await self._drain()
+            parser.finalize()
+        except FormParserError as exc:
+            raise MalformedUpload("Invalid multipart/form-data body") from exc
+        await self._drain(final=True)
+
+    # Parser callbacks: plain, synchronous and cheap; the file I/O happens in _drain.
+    def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > _MAX_FIELDS:
+            raise MalformedUpload("Too many form fields")
+        self._disposition = b""
+        self._field_data = bytearray()
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+        if len(self._header_value) > _MAX_FIELD_BYTES:
+            raise MalformedUpload("Form part header too long")
+
+    def _on_header_end(self) -> None:
+        if self._header_name.lower() == b"content-disposition":
+            self._disposition = self._header_value
+        self._header_name, self._header_value = b"", b""
+
+    def _on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name")
+        if name is None:
+            raise MalformedUpload("A form part has no name")
+        self._field_name = name.decode("utf-8", "replace")
+        filename = options.get(b"filename")
+        if filename is None:
+            self._in_file = False
+            return
+        if self._field_name != self.file_field:
+            raise MalformedUpload(f"Unexpected file field '{self._field_name[:64]}'")
+        if self.upload is not None:
+            raise MalformedUpload(f"Send exactly one file in the '{self.file_field}' field")
+        self._in_file = True
+        # The client's file name is kept only as information: it never becomes part of a path.
+        self.upload = ReceivedUpload(
+            self.dest, 0, b"", filename.decode("utf-8", "replace")[:255], self.fields
+        )
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            if len(self._field_data) + end - start > _MAX_FIELD_BYTES:
+                raise MalformedUpload(f"Form field '{self._field_name[:64]}' is too long")
+            self._field_data += data[start:end]
+            return
+        assert self.upload is not None
+        self.upload.size += end - start
+        if self.upload.size > self.max_bytes:
+            raise UploadTooLarge(f"File too large: the limit is {self.max_bytes // 2**20} MB")
+        self._buffer += data[start:end]
+
+    def _on_part_end(self) -> None:
+        if not self._in_file:
+            if self._field_name in self.fields:
+                raise MalformedUpload(f"Form field '{self._field_name[:64]}' given twice")
+            self.fields[self._field_name] = self._field_data.decode("utf-8", "replace")
+        self._in_file = False
+
+    async def _drain(self, final: bool = False) -> None:
+        if self.upload is None:
+            return
+        if not self._head_checked and (len(self._buffer) >= _HEAD_BYTES or final):
+            self._head_checked = True
+            self.upload.head = bytes(self._buffer[:_HEAD_BYTES])
+            if self.check_head is not None:
+                self.check_head(self.upload.head)
+        if self._buffer and (len(self._buffer) >= _FLUSH_BYTES or final):
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await anyio.to_thread.run_sync(self._write, data)
+        elif final and self._file is None:
+            await anyio.to_thread.run_sync(self._write, b"")  # an empty file is still a file
+
+    def _write(self, data: bytes) -> None:
+        try:
+            if self._file is None:
+                self._file = open(self.dest, "xb")  # noqa: SIM115 - closed in close()
+            self._file.write(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull("Not enough disk space to store the video") from exc
+            raise
+
+    async def close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            await anyio.to_thread.run_sync(_close_quietly, file)
+
+
+def _close_quietly(file: object) -> None:
+    try:
+        file.close()  # type: ignore[attr-defined]
+    except OSError:
+        logger.warning("closing an upload failed", exc_info=True)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,555 @@
+"""Orchestration: an upload becomes a session, a session becomes an analysis in the pool, and
+every way a session ends (completed, failed, cancelled, cleaned up, expired, shut down) leaves
+the disk as it should.
+
+It owns the storage layout (`STORAGE_DIR/<session id>/`, named by the server, never by the
+client) and the domain errors the API maps to HTTP answers in one place (`async_api.py`). It
+knows nothing of HTTP itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from config import Settings
+from railway_video_generator import (
+    AnalysisCancelled,
+    AnalysisOptions,
+    AnalysisResult,
+    InvalidVideo,
+    RailwayVideoGenerator,
+    VideoDecodeError,
+    probe_video,
+)
+from schemas import AnalysisData, AnalysisParams, AnalysisType
+from session_manager import Session, SessionManager, SessionStatus
+from task_manager import BackgroundTaskManager
+from uploads import receive_upload
+
+logger = logging.getLogger(__name__)
+
+# How long cancel and cleanup wait for a running analysis to notice, before removing its files.
+_STOP_WAIT_SECONDS = 2.0
+_UPLOAD_NAME = "upload.part"
+# What a 429 suggests: about the time a short clip takes to analyse.
+_RETRY_AFTER_SECONDS = 10
+
+
+class ServiceError(Exception):
+    """A failure the client caused or must know about; the message is safe to show."""
+
+
+class SessionNotFound(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("Session not found")
+
+
+class SessionNotReady(ServiceError):
+    """Results asked for before the analysis completed."""
+
+    def __init__(self, session: Session) -> None:
+        message = f"Results are not available: the session is {session.status.value}"
+        if session.status == SessionStatus.FAILED and session.error:
+            message += f" ({session.error})"
+        super().__init__(message)
+        self.status = session.status
+
+
+class SessionFinished(ServiceError):
+    """Cancel asked for a session that has already ended."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(f"Cannot cancel: the session is already {session.status.value}")
+        self.status = session.status
+
+
+class QueueFull(ServiceError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many videos are waiting for analysis; try again later")
+        self.retry_after = retry_after
+
+
+class UnsupportedMediaType(ServiceError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Unsupported file type: upload a video (MP4, MOV, M4V, 3GP, WebM, MKV, AVI, MPEG, "
+            "FLV, OGG or WMV)"
+        )
+
+
+class InvalidUpload(ServiceError):
+    """The form or its video cannot be used (422)."""
+
+
+class ArtifactNotFound(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("Artifact not found")
+
+
+class ShuttingDown(ServiceError):
+    def __init__(self) -> None:
+        super().__init__("The server is shutting down; try again shortly")
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The file extension of the video container these first bytes start, or None.
+
+    The client's file name and content type are not trusted (curl sends every file as
+    application/octet-stream); the bytes are.
+    """
+    if len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return ".mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return ".mkv"
+    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"AVIX"):
+        return ".avi"
+    if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return ".mpg"
+    if head.startswith(b"\x47") and len(head) >= 1 and (len(head) < 189 or head[188] == 0x47):
+        # MPEG-TS: sync byte every 188 bytes; only the first is in a short head.
+        return ".ts"
+    if head.startswith(b"FLV"):
+        return ".flv"
+    if head.startswith(b"OggS"):
+        return ".ogv"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return ".wmv"
+    return None
+
+
+def _check_head(head: bytes) -> None:
+    if not head:
+        raise InvalidUpload("The uploaded video file is empty")
+    if sniff_container(head) is None:
+        raise UnsupportedMediaType()
+
+
+def parse_form(fields: dict[str, str]) -> tuple[AnalysisType, AnalysisParams]:
+    """Validate the `analysis_type` and `params` form fields.
+
+    Raises:
+        InvalidUpload: an unknown analysis type, params that are not a JSON object, unknown
+            keys or out-of-range values.
+    """
+    raw_type = fields.get("analysis_type", "").strip() or AnalysisType.HIGHLIGHTS.value
+    try:
+        analysis_type = AnalysisType(raw_type)
+    except ValueError:
+        allowed = ", ".join(t.value for t in AnalysisType)
+        raise InvalidUpload(f"analysis_type must be one of: {allowed}") from None
+    raw_params = fields.get("params", "").strip() or "{}"
+    try:
+        params = json.loads(raw_params)
+    except ValueError:
+        raise InvalidUpload("params must be a JSON object") from None
+    if not isinstance(params, dict):
+        raise InvalidUpload("params must be a JSON object")
+    try:
+        return analysis_type, AnalysisParams.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidUpload(_describe_validation(exc)) from None
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}'")
+        else:
+            problems.append(f"'{where}': {error['msg']}")
+    allowed = ", ".join(AnalysisParams.model_fields)
+    return f"Invalid params: {'; '.join(problems)} (allowed keys: {allowed})"
+
+
+def build_data(result: AnalysisResult, artifact_url: str | None) -> dict[str, Any]:
+    """The wire `data` object of a result; `artifact_url` is the URL folder of the session's
+    artifacts (None when they are not kept, as in the synchronous endpoints)."""
+
+    def url(name: str | None) -> str | None:
+        return f"{artifact_url}/{name}" if name and artifact_url else None
+
+    data: dict[str, Any] = {
+        "analysis_type": result.analysis_type,
+        "video": {
+            "duration": result.video.duration,
+            "fps": result.video.fps,
+            "width": result.video.width,
+            "height": result.video.height,
+            "frame_count": result.video.frame_count,
+        },
+        "processing_time": round(result.processing_time, 3),
+    }
+    if result.highlights is not None:
+        data["highlights"] = [
+            {
+                "start": h.start,
+                "end": h.end,
+                "score": h.score,
+                "reason": h.reason,
+                "thumbnail_url": url(h.thumbnail),
+                "peak_time": h.peak_time,
+            }
+            for h in result.highlights
+        ]
+    if result.workout is not None:
+        workout = result.workout
+        data["workout"] = {
+            "total_reps": workout.total_reps,
+            "active_time": workout.active_time,
+            "rest_time": workout.rest_time,
+            "segments": [
+                {
+                    "start": s.start,
+                    "end": s.end,
+                    "kind": s.kind,
+                    "reps": s.reps,
+                    "rep_times": list(s.rep_times),
+                    "tempo": s.tempo,
+                    "intensity": s.intensity,
+                }
+                for s in workout.segments
+            ],
+        }
+    if result.reel is not None:
+        data["reel_url"] = url(result.reel)
+    # Validate once here, so a result that breaks the contract fails the analysis, not /results.
+    return AnalysisData.model_validate(data).model_dump(mode="json", exclude_unset=True)
+
+
+class VideoService:
+    """The service's use cases, over the session store, the task pool and the storage folder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionManager,
+        tasks: BackgroundTaskManager,
+        artifact_url_prefix: str = "/api/v1/video/artifacts",
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.tasks = tasks
+        self.engine = RailwayVideoGenerator()
+        self.storage = Path(settings.storage_dir).resolve()
+        self._artifact_url_prefix = artifact_url_prefix
+        self._accepting = True
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the storage folder and remove session folders no session owns."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        known = {s.id for s in self.sessions.list_sessions()}
+        for entry in self.storage.iterdir():
+            # Only server-made (uuid) names are ours to delete: STORAGE_DIR may be shared.
+            if entry.is_dir() and _is_uuid(entry.name) and entry.name not in known:
+                logger.info("removing orphaned session folder %s", entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def shutdown(self) -> None:
+        """Refuse new work, cancel queued and running analyses, remove their files."""
+        self._accepting = False
+        unfinished = [s for s in self.sessions.list_sessions() if not s.status.is_terminal]
+        for session in unfinished:
+            self.sessions.update_session(
+                session.id,
+                expect_status=frozenset({SessionStatus.QUEUED, SessionStatus.PROCESSING}),
+                status=SessionStatus.CANCELLED,
+                message="Cancelled: the server shut down",
+                finished_at=time.time(),
+            )
+        self.tasks.shutdown(wait=True, cancel_pending=True)
+        for session in unfinished:
+            self._remove_files(session.id)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def check_capacity(self) -> None:
+        """Raise before reading a body the service could not queue anyway."""
+        if not self._accepting:
+            raise ShuttingDown()
+        counts = self.tasks.counts()
+        busy = counts["running"] >= self.tasks.max_workers
+        if busy and counts["queued"] >= self.settings.max_queued:
+            raise QueueFull(retry_after=_RETRY_AFTER_SECONDS)
+
+    async def receive_video(
+        self, stream: AsyncIterator[bytes], content_type: str | None
+    ) -> tuple[str, Path, AnalysisType, AnalysisParams]:
+        """Stream an upload into a new session folder and check it is a video we can decode.
+
+        Returns:
+            (the new session id, the stored video's path, the analysis type, the params).
+
+        Raises:
+            UploadError: see `uploads.receive_upload` (malformed, too large, disk full).
+            UnsupportedMediaType: the bytes are not a video container.
+            InvalidUpload: empty file, bad form fields, or a video that does not decode.
+        """
+        session_id = str(uuid.uuid4())
+        folder = self.storage / session_id
+        await anyio.to_thread.run_sync(folder.mkdir, 0o700, True)
+        try:
+            upload = await receive_upload(
+                stream,
+                content_type,
+                folder / _UPLOAD_NAME,
+                max_bytes=self.settings.max_upload_bytes,
+                check_head=_check_head,
+            )
+            analysis_type, params = parse_form(upload.fields)
+            video_path = folder / f"video{sniff_container(upload.head)}"
+            await anyio.to_thread.run_sync(os.replace, upload.path, video_path)
+            try:
+                await anyio.to_thread.run_sync(probe_video, video_path)
+            except InvalidVideo as exc:
+                raise InvalidUpload(f"The file is not a readable video: {exc}") from None
+        except BaseException:
+            await anyio.to_thread.run_sync(self._remove_folder, folder)
+            raise
+        return session_id, video_path, analysis_type, params
+
+    async def upload(self, stream: AsyncIterator[bytes], content_type: str | None) -> Session:
+        """Receive a video and queue its analysis; the new session is returned."""
+        self.check_capacity()
+        session_id, video_path, analysis_type, params = await self.receive_video(
+            stream, content_type
+        )
+        try:
+            self.check_capacity()
+            self.sessions.create_session(
+                str(video_path),
+                analysis_type.value,
+                params.model_dump(),
+                session_id=session_id,
+                work_dir=str(video_path.parent),
+            )
+            self._submit(session_id)
+        except BaseException:
+            self.sessions.delete_session(session_id)
+            await anyio.to_thread.run_sync(self._remove_folder, video_path.parent)
+            raise
+        session = self.sessions.get_session(session_id)
+        assert session is not None
+        return session
+
+    def _submit(self, session_id: str) -> None:
+        event = threading.Event()
+        self.tasks.submit_task(session_id, self._analyse, session_id, event, cancel_event=event)
+
+    # -- the worker side -----------------------------------------------------------------------
+
+    def _analyse(self, session_id: str, cancel_event: threading.Event) -> None:
+        started = self.sessions.update_session(
+            session_id,
+            expect_status=SessionStatus.QUEUED,
+            status=SessionStatus.PROCESSING,
+            started_at=time.time(),
+            progress=1,
+            message="Starting analysis",
+        )
+        session = self.sessions.get_session(session_id)
+        if not started or session is None:
+            return  # cancelled or cleaned up before a worker took it
+
+        def on_progress(percent: int, message: str) -> None:
+            if cancel_event.is_set():
+                raise AnalysisCancelled()
+            # 100 is kept for "completed": the result is not stored yet.
+            self.sessions.update_session(
+                session_id,
+                expect_status=SessionStatus.PROCESSING,
+                progress=min(99, max(1, int(percent))),
+                message=message,
+            )
+
+        try:
+            result = self.engine.analyze(
+                session.video_path,
+                session.analysis_type,
+                on_progress,
+                cancel_event=cancel_event,
+                output_dir=session.work_dir,
+                options=AnalysisOptions(**session.params),
+            )
+            data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
+        except AnalysisCancelled:
+            self._remove_files(session_id)
+            raise
+        except BaseException as exc:
+            if cancel_event.is_set():
+                self._remove_files(session_id)
+                raise
+            self.sessions.update_session(
+                session_id,
+                expect_status=SessionStatus.PROCESSING,
+                status=SessionStatus.FAILED,
+                error=_public_error(exc),
+                message="Analysis failed",
+                finished_at=time.time(),
+            )
+            self._remove_files(session_id)
+            raise
+        completed = self.sessions.update_session(
+            session_id,
+            expect_status=SessionStatus.PROCESSING,
+            status=SessionStatus.COMPLETED,
+            progress=100,
+            message="Analysis complete",
+            result=data,
+            artifacts=tuple(result.artifacts),
+            finished_at=time.time(),
+        )
+        if completed:
+            # The artifacts are what the client fetches now; the source video is not needed.
+            _unlink_quietly(Path(session.video_path))
+        else:
+            self._remove_files(session_id)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session:
+        session = self.sessions.get_session(session_id)
+        if session is None:
+            raise SessionNotFound()
+        return session
+
+    def queue_position(self, session_id: str) -> int | None:
+        return self.tasks.queue_position(session_id)
+
+    def results(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        if session.status != SessionStatus.COMPLETED or session.result is None:
+            raise SessionNotReady(session)
+        return session
+
+    def artifact_path(self, session_id: str, name: str) -> Path:
+        """The file of an artifact the session produced; nothing else is ever served."""
+        session = self.sessions.get_session(session_id)
+        if session is None or name not in session.artifacts or session.work_dir is None:
+            raise ArtifactNotFound()
+        path = Path(session.work_dir) / name
+        if path.parent != self.storage / session_id:
+            raise ArtifactNotFound()
+        return path
+
+    # -- cancel, cleanup, expiry -----------------------------------------------------------------
+
+    async def cancel(self, session_id: str) -> None:
+        """Stop a queued or processing session; its video and partial results are removed.
+
+        Raises:
+            SessionNotFound, SessionFinished.
+        """
+        self.get(session_id)
+        cancelled = self.sessions.update_session(
+            session_id,
+            expect_status=frozenset({SessionStatus.QUEUED, SessionStatus.PROCESSING}),
+            status=SessionStatus.CANCELLED,
+            message="Processing cancelled",
+            finished_at=time.time(),
+        )
+        if not cancelled:
+            raise SessionFinished(self.get(session_id))
+        self.tasks.cancel_task(session_id)
+        await anyio.to_thread.run_sync(self._stop_and_remove_files, session_id)
+
+    async def cleanup(self, session_id: str) -> None:
+        """Forget a session: stop its analysis, delete its files, its record and its result."""
+        if not self.sessions.delete_session(session_id):
+            raise SessionNotFound()
+        self.tasks.cancel_task(session_id)
+        await anyio.to_thread.run_sync(self._stop_and_remove_files, session_id)
+        self.tasks.forget(session_id)
+
+    def expire(self, now: float | None = None) -> int:
+        """Clean up every session older than the TTL; returns how many. Runs off the loop."""
+        expired = self.sessions.expired(now or time.time(), self.settings.session_ttl_seconds)
+        for session_id in expired:
+            if self.sessions.delete_session(session_id):
+                self.tasks.cancel_task(session_id)
+                self._stop_and_remove_files(session_id)
+                self.tasks.forget(session_id)
+                logger.info("session %s expired", session_id)
+        return len(expired)
+
+    def _stop_and_remove_files(self, session_id: str) -> None:
+        if not self.tasks.wait(session_id, timeout=_STOP_WAIT_SECONDS):
+            logger.warning("session %s did not stop in %.1fs", session_id, _STOP_WAIT_SECONDS)
+        self._remove_files(session_id)
+
+    def _remove_files(self, session_id: str) -> None:
+        self._remove_folder(self.storage / session_id)
+
+    @staticmethod
+    def _remove_folder(folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # -- the synchronous endpoints -------------------------------------------------------------
+
+    async def analyze_now(
+        self, stream: AsyncIterator[bytes], content_type: str | None, analysis_type: AnalysisType
+    ) -> dict[str, Any]:
+        """Receive a video, analyse it in the pool, return the data and keep nothing."""
+        self.check_capacity()
+        session_id, video_path, _, params = await self.receive_video(stream, content_type)
+        task_id = f"sync-{session_id}"
+        event = threading.Event()
+        try:
+            work = functools.partial(
+                self.engine.analyze,
+                str(video_path),
+                analysis_type.value,
+                cancel_event=event,
+                options=AnalysisOptions(**params.model_dump()),
+            )
+            future = self.tasks.submit_task(task_id, work, cancel_event=event)
+            try:
+                result = await asyncio.wrap_future(future)
+            except (InvalidVideo, VideoDecodeError) as exc:
+                raise InvalidUpload(f"The video could not be analysed: {exc}") from None
+            return build_data(result, None)
+        finally:
+            event.set()  # a client that went away stops the work
+            await anyio.to_thread.run_sync(self._remove_folder, video_path.parent)
+            self.tasks.forget(task_id)
+
+
+def _public_error(exc: BaseException) -> str:
+    # Only the engine's own errors carry a message meant for people; others stay in the log.
+    if isinstance(exc, (InvalidVideo, VideoDecodeError)):
+        return str(exc) or "The video could not be decoded"
+    return "Internal error during analysis"
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
