@@ -1,0 +1,73 @@
+"""Fixtures shared by the service tests: settings on a temporary folder, a client whose lifespan
+runs, and real clips written by OpenCV once per test run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import create_app
+from config import Settings
+from tests.synthetic import make_video
+
+API = "/api/v1/video"
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real videos, written once: short ones for the happy paths, a long one to cancel."""
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        # 8 s of a block bobbing once a second: 8 repetitions.
+        "reps": make_video(folder / "reps.mp4", seconds=8, period=1.0),
+        "short": make_video(folder / "short.mp4", seconds=3, period=1.0),
+        # Long enough (about 3 s of analysis) to be caught and cancelled mid-way.
+        "long": make_video(folder / "long.mp4", seconds=120, period=1.5),
+    }
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(storage_dir=tmp_path / "storage", max_workers=2)
+
+
+def make_client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with make_client(settings) as c:
+        yield c
+
+
+def upload(client: TestClient, path: Path, name: str | None = None, **form: str) -> Any:
+    """POST a file to the upload endpoint as curl -F would (octet-stream)."""
+    with open(path, "rb") as f:
+        files = {"video": (name or path.name, f, "application/octet-stream")}
+        return client.post(f"{API}/upload", files=files, data=form)
+
+
+def wait_for(
+    client: TestClient, session_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll the status endpoint until the session is in one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"{API}/status/{session_id}").json()
+        if body.get("status") in statuses:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session stuck in {body}")
+        time.sleep(0.02)
+
+
+def stored_files(settings: Settings) -> list[Path]:
+    """Every file under STORAGE_DIR."""
+    return sorted(p for p in Path(settings.storage_dir).rglob("*") if p.is_file())

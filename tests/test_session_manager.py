@@ -1,0 +1,176 @@
+"""The session store: the specification's script, snapshots, compare-and-set, concurrency."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from session_manager import SessionManager, SessionStatus
+
+
+def test_specification_script_passes_as_written() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/path/video.mp4", "highlights", {})
+    assert manager.get_session(session_id) is not None
+    assert manager.update_session(session_id, status="processing")
+    assert manager.delete_session(session_id)
+
+
+def test_new_session_is_queued_with_a_uuid_and_timestamps() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/v.mp4", "workout", {"reel": True})
+    session = manager.get_session(session_id)
+    assert session is not None
+    assert len(session_id) == 36 and session_id.count("-") == 4
+    assert session.status is SessionStatus.QUEUED
+    assert session.progress == 0
+    assert session.analysis_type == "workout"
+    assert session.params == {"reel": True}
+    assert session.video_path == "/v.mp4"
+    assert session.created_at <= session.updated_at
+    assert session.started_at is None and session.finished_at is None
+
+
+def test_unknown_session_reads_none_and_updates_false() -> None:
+    manager = SessionManager()
+    assert manager.get_session("nope") is None
+    assert manager.update_session("nope", progress=5) is False
+    assert manager.delete_session("nope") is False
+
+
+def test_unknown_field_is_a_value_error() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/v.mp4", "highlights", {})
+    with pytest.raises(ValueError, match="colour"):
+        manager.update_session(session_id, colour="red")
+    with pytest.raises(ValueError):
+        manager.update_session(session_id, id="other")
+    with pytest.raises(ValueError):
+        manager.update_session(session_id, status="sleeping")
+
+
+def test_progress_never_goes_backwards_and_stays_in_range() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/v.mp4", "highlights", {})
+    manager.update_session(session_id, progress=40)
+    manager.update_session(session_id, progress=10)
+    assert manager.get_session(session_id).progress == 40  # type: ignore[union-attr]
+    manager.update_session(session_id, progress=250)
+    assert manager.get_session(session_id).progress == 100  # type: ignore[union-attr]
+
+
+def test_snapshots_do_not_share_state_with_the_store() -> None:
+    manager = SessionManager()
+    params = {"max_highlights": 3}
+    session_id = manager.create_session("/v.mp4", "highlights", params)
+    params["max_highlights"] = 99
+    manager.update_session(session_id, result={"highlights": [1, 2]})
+    snapshot = manager.get_session(session_id)
+    assert snapshot is not None
+    snapshot.result["highlights"].append(3)  # type: ignore[index]
+    snapshot.params["sneaky"] = True
+    snapshot.progress = 77
+    fresh = manager.get_session(session_id)
+    assert fresh is not None
+    assert fresh.result == {"highlights": [1, 2]}
+    assert fresh.params == {"max_highlights": 3}
+    assert fresh.progress == 0
+
+
+def test_expected_status_guards_an_update() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/v.mp4", "highlights", {})
+    manager.update_session(session_id, status=SessionStatus.CANCELLED)
+    # A worker's late progress report must not revive a cancelled session.
+    assert not manager.update_session(
+        session_id, expect_status=SessionStatus.PROCESSING, progress=50
+    )
+    session = manager.get_session(session_id)
+    assert session is not None
+    assert session.status is SessionStatus.CANCELLED and session.progress == 0
+
+
+def test_duplicate_session_id_is_refused() -> None:
+    manager = SessionManager()
+    manager.create_session("/v.mp4", "highlights", {}, session_id="fixed")
+    with pytest.raises(ValueError):
+        manager.create_session("/w.mp4", "highlights", {}, session_id="fixed")
+
+
+def test_listing_is_oldest_first_and_filters_by_status() -> None:
+    manager = SessionManager()
+    ids = [manager.create_session(f"/{i}.mp4", "highlights", {}) for i in range(3)]
+    manager.update_session(ids[1], status="completed")
+    assert [s.id for s in manager.list_sessions()] == ids
+    assert [s.id for s in manager.list_sessions(SessionStatus.COMPLETED)] == [ids[1]]
+    assert manager.count(SessionStatus.QUEUED) == 2
+    assert len(manager) == 3
+
+
+def test_expired_lists_sessions_older_than_the_ttl() -> None:
+    manager = SessionManager()
+    old = manager.create_session("/old.mp4", "highlights", {})
+    created = manager.get_session(old).created_at  # type: ignore[union-attr]
+    day = 24 * 3600
+    assert manager.expired(created + day - 1, ttl_seconds=day) == []
+    assert manager.expired(created + day + 1, ttl_seconds=day) == [old]
+    manager.delete_session(old)
+    assert manager.expired(created + 10 * day, ttl_seconds=day) == []
+
+
+def test_concurrent_updates_from_many_threads_stay_consistent() -> None:
+    manager = SessionManager()
+    ids = [manager.create_session(f"/{i}.mp4", "workout", {}) for i in range(8)]
+    highest = {session_id: 0 for session_id in ids}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def hammer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            start.wait()
+            for _ in range(2000):
+                session_id = rng.choice(ids)
+                value = rng.randint(0, 100)
+                assert manager.update_session(session_id, progress=value, message=f"m{value}")
+                with lock:
+                    highest[session_id] = max(highest[session_id], value)
+                snapshot = manager.get_session(session_id)
+                assert snapshot is not None and 0 <= snapshot.progress <= 100
+                manager.list_sessions()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for session_id in ids:
+        assert manager.get_session(session_id).progress == highest[session_id]  # type: ignore[union-attr]
+
+
+def test_concurrent_create_and_delete_lose_nothing() -> None:
+    manager = SessionManager()
+    created: list[str] = []
+    lock = threading.Lock()
+
+    def churn() -> None:
+        for _ in range(500):
+            session_id = manager.create_session("/v.mp4", "highlights", {})
+            assert manager.delete_session(session_id)
+            keep = manager.create_session("/k.mp4", "highlights", {})
+            with lock:
+                created.append(keep)
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(manager) == len(created) == 4000
+    assert len(set(created)) == 4000
