@@ -8,15 +8,18 @@ shows a path, a stack trace or an exception's internals.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import mimetypes
+from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import ClientDisconnect
 
 from schemas import (
@@ -170,6 +173,77 @@ def status_of(service: VideoService, session_id: str) -> StatusResponse:
         else None,
         error=session.error if session.status == SessionStatus.FAILED else None,
     )
+
+
+# Seconds of silence after which the event stream sends a heartbeat comment (tests shorten it).
+EVENTS_HEARTBEAT_SECONDS = 15.0
+# How often the event stream looks at its session: a snapshot from the in-memory store costs
+# microseconds, and 150 ms is well under what a person perceives as lag.
+EVENTS_POLL_SECONDS = 0.15
+
+
+def _json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`_errors` for a route whose own media type is not JSON: its errors still are."""
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {
+        code: {
+            "description": spec["description"],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for code, spec in _errors(*codes).items()
+    }
+
+
+async def _existing_session(session_id: str, service: ServiceDep) -> str:
+    """The path's session id; a 404 here answers before any stream starts."""
+    service.get(session_id)
+    return session_id
+
+
+@router.get(
+    "/events/{session_id}",
+    response_class=EventSourceResponse,
+    response_model_exclude_none=True,
+    responses=_json_errors(*_AUTH, 404),
+)
+async def stream_events(
+    session_id: Annotated[str, Depends(_existing_session)], service: ServiceDep
+) -> AsyncIterable[StatusResponse]:
+    """Follow a session's status and progress as Server-Sent Events.
+
+    Each event's data is the status JSON, sent once per change of status, progress or queue
+    position; a `: heartbeat` comment follows every EVENTS_HEARTBEAT_SECONDS of silence. The
+    stream ends after a terminal status, or with a `gone` event when the session is cleaned up.
+    """
+    loop = asyncio.get_running_loop()
+    last: tuple[object, ...] | None = None
+    heartbeat_due = loop.time() + EVENTS_HEARTBEAT_SECONDS
+    try:
+        while True:
+            try:
+                current = status_of(service, session_id)
+            except SessionNotFound:
+                # Typed as StatusResponse for the OpenAPI item schema; FastAPI sends a
+                # ServerSentEvent as it is.
+                yield ServerSentEvent(event="gone", data={"detail": "Session not found"})  # type: ignore[misc]
+                return
+            key = (current.status, current.progress, current.queuePosition)
+            if key != last:
+                last = key
+                yield current
+                if current.status.is_terminal:
+                    return
+                heartbeat_due = loop.time() + EVENTS_HEARTBEAT_SECONDS
+            elif loop.time() >= heartbeat_due:
+                yield ServerSentEvent(comment="heartbeat")  # type: ignore[misc]
+                heartbeat_due = loop.time() + EVENTS_HEARTBEAT_SECONDS
+            # Wake on the heartbeat's deadline, not up to a poll after it. (FastAPI also sends a
+            # ": ping" after 15 s with nothing to send; clients ignore comments, so an extra one
+            # at the same moment is harmless.)
+            await asyncio.sleep(max(0.0, min(EVENTS_POLL_SECONDS, heartbeat_due - loop.time())))
+    finally:
+        # Reached on every way out, including a client that went away (the task is cancelled).
+        logger.debug("event stream of session %s closed", session_id)
 
 
 @router.get(

@@ -1,0 +1,198 @@
+"""The Server-Sent Events stream of a session: `GET /api/v1/video/events/{id}`.
+
+Real clips are uploaded and analysed; where a test needs a session that holds still (to see a
+heartbeat, or to clean it up mid-stream), it creates one in the real session store and never
+submits it, so nothing changes until the test says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import async_api
+from app import create_app
+from config import Settings
+from session_manager import SessionStatus
+from tests.synthetic import make_video
+
+EVENTS = "/api/v1/video/events"
+STATUS_ORDER = ["queued", "processing", "completed"]
+
+
+@dataclass
+class Event:
+    """One parsed SSE block: its event name, its data (JSON-decoded) and its comments."""
+
+    event: str = "message"
+    data: dict | None = None
+    comments: list[str] = field(default_factory=list)
+
+
+def read_events(response: httpx.Response) -> Iterator[Event]:
+    """Parse a text/event-stream body block by block, as a browser's EventSource does."""
+    current = Event()
+    for line in response.iter_lines():
+        if line == "":
+            yield current
+            current = Event()
+        elif line.startswith(":"):
+            current.comments.append(line[1:].strip())
+        elif line.startswith("event:"):
+            current.event = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            current.data = json.loads(line.removeprefix("data:").strip())
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(Settings(storage_dir=tmp_path / "storage", api_key=None))
+    with TestClient(app) as c:
+        yield c
+
+
+def idle_session(client: TestClient) -> str:
+    """A queued session in the real store that no worker will ever pick up."""
+    return client.app.state.sessions.create_session("/nonexistent.mp4", "workout", {})
+
+
+@contextmanager
+def watchdog(client: TestClient, session_id: str, seconds: float) -> Iterator[None]:
+    """Delete the session after `seconds`, so a stream that fails to end fails the test (with a
+    `gone` event) instead of hanging it."""
+    timer = threading.Timer(seconds, client.app.state.sessions.delete_session, [session_id])
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def test_events_of_unknown_session_is_404(client: TestClient) -> None:
+    response = client.get(f"{EVENTS}/no-such-session")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "Session not found"}
+
+
+def test_events_follow_an_analysis_in_order_and_end_when_it_completes(
+    client: TestClient, tmp_path: Path
+) -> None:
+    clip = make_video(tmp_path / "clip.mp4", seconds=12, motion="periodic")
+    with clip.open("rb") as f:
+        upload = client.post(
+            "/api/v1/video/upload",
+            files={"video": ("clip.mp4", f, "video/mp4")},
+            data={"analysis_type": "full", "params": '{"segment_seconds": 1}'},
+        )
+    assert upload.status_code == 202
+    session_id = upload.json()["sessionId"]
+
+    with (
+        watchdog(client, session_id, 30),
+        client.stream("GET", f"{EVENTS}/{session_id}") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        # The generator returning is what ends this loop: the stream closes by itself.
+        events = [e for e in read_events(response) if e.data is not None]
+
+    statuses = [e.data["status"] for e in events]
+    progress = [e.data["progress"] for e in events]
+    assert statuses[-1] == "completed" and progress[-1] == 100
+    assert len(events) >= 3, "expected at least a start, some progress and the completion"
+    assert progress == sorted(progress), f"progress went backwards: {progress}"
+    assert [STATUS_ORDER.index(s) for s in statuses] == sorted(
+        STATUS_ORDER.index(s) for s in statuses
+    )
+    # One event per change: no two consecutive events carry the same status and progress.
+    pairs = list(zip(statuses, progress, strict=True))
+    assert all(a != b for a, b in zip(pairs, pairs[1:], strict=False))
+    # The data is the status endpoint's JSON, field for field.
+    final = client.get(f"/api/v1/video/status/{session_id}").json()
+    assert events[-1].data == final
+
+
+def test_heartbeat_is_sent_while_nothing_changes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(async_api, "EVENTS_HEARTBEAT_SECONDS", 0.2)
+    session_id = idle_session(client)
+    blocks: list[Event] = []
+    started = time.monotonic()
+    with (
+        watchdog(client, session_id, 5),
+        client.stream("GET", f"{EVENTS}/{session_id}") as response,
+    ):
+        for event in read_events(response):
+            blocks.append(event)
+            if sum("heartbeat" in e.comments for e in blocks) == 2:
+                client.app.state.sessions.update_session(session_id, status=SessionStatus.CANCELLED)
+    elapsed = time.monotonic() - started
+
+    assert blocks[0].data is not None and blocks[0].data["status"] == "queued"
+    heartbeats = [e for e in blocks if "heartbeat" in e.comments]
+    assert len(heartbeats) == 2 and all(e.data is None for e in heartbeats)
+    assert blocks[-1].data is not None and blocks[-1].data["status"] == "cancelled"
+    # Two heartbeats 0.2 s apart, not one per poll and not 15 s apart.
+    assert 0.35 < elapsed < 3.0
+
+
+def test_stream_ends_with_gone_when_the_session_is_cleaned_up(client: TestClient) -> None:
+    session_id = idle_session(client)
+    with client.stream("GET", f"{EVENTS}/{session_id}") as response:
+        events = []
+        for event in read_events(response):
+            events.append(event)
+            if len(events) == 1:
+                assert client.delete(f"/api/v1/video/cleanup/{session_id}").status_code == 200
+    assert events[0].data is not None and events[0].data["status"] == "queued"
+    assert events[-1].event == "gone"
+    assert events[-1].data == {"detail": "Session not found"}
+
+
+def test_stream_stops_when_the_client_disconnects(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="async_api")
+    session_id = idle_session(client)
+    with client.stream("GET", f"{EVENTS}/{session_id}") as response:
+        first = next(read_events(response))
+        assert first.data is not None
+    # Closing the response disconnects; the session never changed, so only the disconnect can
+    # have ended the stream.
+    deadline = time.monotonic() + 2.0
+    closed = f"event stream of session {session_id} closed"
+    while closed not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed in caplog.text
+    assert client.app.state.sessions.get_session(session_id).status == SessionStatus.QUEUED
+
+
+def test_events_need_the_api_key_when_one_is_set(tmp_path: Path) -> None:
+    app = create_app(Settings(storage_dir=tmp_path / "storage", api_key="s3cret"))
+    with TestClient(app) as c:
+        session_id = idle_session(c)
+        assert c.get(f"{EVENTS}/{session_id}").status_code == 401
+        with c.stream("GET", f"{EVENTS}/{session_id}", headers={"X-API-Key": "s3cret"}) as response:
+            assert response.status_code == 200
+            assert next(read_events(response)).data["status"] == "queued"
+
+
+def test_events_are_documented_as_an_event_stream_of_status(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"][f"{EVENTS}/{{session_id}}"]["get"]
+    item = operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
+    assert item["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/StatusResponse"
+    }
+    assert "application/json" in operation["responses"]["404"]["content"]
