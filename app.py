@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -36,6 +37,7 @@ from video_service import VideoService
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+SESSIONS_DB = "sessions.sqlite3"
 
 
 def configure_logging() -> None:
@@ -63,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
-        sessions = SessionManager()
+        sessions = await anyio.to_thread.run_sync(
+            SessionManager, Path(settings.storage_dir) / SESSIONS_DB
+        )
         tasks = BackgroundTaskManager(max_workers=settings.max_workers)
         service = VideoService(settings, sessions, tasks, f"{API_PREFIX}/video/artifacts")
         await anyio.to_thread.run_sync(service.start)
@@ -78,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sweeper.cancel()
             await anyio.to_thread.run_sync(service.shutdown)
+            await anyio.to_thread.run_sync(sessions.close)
             logger.info("shut down")
 
     app = FastAPI(

@@ -4,18 +4,27 @@ It owns the `SessionStatus` enum and the `Session` record. Every public method t
 once, does only in-memory work under it and returns a snapshot copy, so a caller (an HTTP
 handler, a worker thread) never holds a reference to shared state and never waits on I/O done
 under the lock.
+
+With a `db_path`, the store writes through to SQLite so sessions survive a restart. Memory stays
+the fast path for reads; each change queues a snapshot (in order, under the lock) for one writer
+thread, which coalesces bursts of progress reports into one transaction. A crash loses at most
+the last few milliseconds of progress, never an accepted session.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
+import queue
+import sqlite3
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -66,11 +75,38 @@ _UPDATABLE = frozenset(
 
 
 class SessionManager:
-    """A thread-safe, in-memory map of session id to `Session`."""
+    """A thread-safe, in-memory map of session id to `Session`, optionally kept in SQLite.
 
-    def __init__(self) -> None:
+    Args:
+        db_path: a SQLite file to load the sessions from and write every change through to;
+            None keeps them in memory only.
+    """
+
+    def __init__(self, db_path: str | Path | None = None) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._writer: _Writer | None = None
+        if db_path is not None:
+            self._writer = _Writer(Path(db_path))
+            self._sessions = {s.id: s for s in self._writer.load()}
+            self._writer.start()
+
+    def flush(self) -> None:
+        """Wait until every change so far is in the database (no-op without one)."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Write what is pending and stop the writer; the store stays readable in memory."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _persist_locked(self, session_id: str, session: Session | None) -> None:
+        # Called under the lock so the writer sees changes in the order they happened; it only
+        # serialises and queues, the disk is the writer thread's business.
+        if self._writer is not None:
+            self._writer.put(session_id, None if session is None else _to_json(session))
 
     def create_session(
         self,
@@ -108,6 +144,7 @@ class SessionManager:
             if session.id in self._sessions:
                 raise ValueError(f"session {session.id} already exists")
             self._sessions[session.id] = session
+            self._persist_locked(session.id, session)
         return session.id
 
     def get_session(self, session_id: str) -> Session | None:
@@ -161,12 +198,16 @@ class SessionManager:
             for name, value in updates.items():
                 setattr(session, name, value)
             session.updated_at = time.time()
+            self._persist_locked(session_id, session)
             return True
 
     def delete_session(self, session_id: str) -> bool:
         """Forget a session; False when there was none."""
         with self._lock:
-            return self._sessions.pop(session_id, None) is not None
+            if self._sessions.pop(session_id, None) is None:
+                return False
+            self._persist_locked(session_id, None)
+            return True
 
     def list_sessions(self, status: SessionStatus | None = None) -> list[Session]:
         """Copies of every session (or those in `status`), oldest first."""
@@ -196,3 +237,113 @@ def _snapshot(session: Session) -> Session:
     return dataclasses.replace(
         session, params=copy.deepcopy(session.params), result=copy.deepcopy(session.result)
     )
+
+
+def _to_json(session: Session) -> str:
+    return json.dumps(dataclasses.asdict(session), separators=(",", ":"))
+
+
+def _from_json(text: str) -> Session:
+    fields = json.loads(text)
+    fields["status"] = SessionStatus(fields["status"])
+    fields["artifacts"] = tuple(fields.get("artifacts", ()))
+    known = {f.name for f in dataclasses.fields(Session)}
+    return Session(**{k: v for k, v in fields.items() if k in known})
+
+
+_STOP = object()
+
+
+class _Writer:
+    """One thread that owns the SQLite connection and applies queued changes in order."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="session-writer", daemon=True)
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT)")
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        # WAL: a crash mid-write leaves the last committed state, and commits are cheap.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def load(self) -> list[Session]:
+        db = self._connect()
+        try:
+            sessions = []
+            for session_id, data in db.execute("SELECT id, data FROM sessions"):
+                try:
+                    sessions.append(_from_json(data))
+                except (ValueError, TypeError, KeyError):
+                    logger.exception("skipping unreadable stored session %s", session_id)
+            return sessions
+        finally:
+            db.close()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, session_id: str, data: str | None) -> None:
+        self._queue.put((session_id, data))
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _run(self) -> None:
+        db = self._connect()
+        try:
+            while True:
+                items = [self._queue.get()]
+                while True:  # take whatever else is waiting: one transaction for a burst
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                latest: dict[str, str | None] = {}
+                waiters, stop = [], False
+                for item in items:
+                    if item is _STOP:
+                        stop = True
+                    elif isinstance(item, threading.Event):
+                        waiters.append(item)
+                    else:
+                        latest[item[0]] = item[1]
+                self._apply(db, latest)
+                for waiter in waiters:
+                    waiter.set()
+                if stop:
+                    return
+        finally:
+            db.close()
+
+    def _apply(self, db: sqlite3.Connection, latest: dict[str, str | None]) -> None:
+        if not latest:
+            return
+        try:
+            db.execute("BEGIN")
+            for session_id, data in latest.items():
+                if data is None:
+                    db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO sessions (id, data) VALUES (?, ?)",
+                        (session_id, data),
+                    )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            # Memory stays right; the next change of each session writes it again.
+            logger.exception("could not write %d session(s) to the database", len(latest))
+            if db.in_transaction:
+                db.execute("ROLLBACK")

@@ -252,8 +252,34 @@ class VideoService:
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Create the storage folder and remove session folders no session owns."""
+        """Create the storage folder, resume what a restart interrupted, and remove session
+        folders that no session owns.
+
+        Sessions that were queued are queued again; those that were processing start over from
+        their saved video (their progress shows no step back: it resumes moving once the new
+        run passes it). A session whose video is gone fails with a message that says so.
+        """
         self.storage.mkdir(parents=True, exist_ok=True)
+        for session in self.sessions.list_sessions():
+            if session.status.is_terminal:
+                continue
+            if not Path(session.video_path).is_file():
+                self.sessions.update_session(
+                    session.id,
+                    status=SessionStatus.FAILED,
+                    error="The video was lost when the server restarted; upload it again",
+                    message="Analysis failed",
+                    finished_at=time.time(),
+                )
+                continue
+            logger.info("resuming session %s (was %s)", session.id, session.status.value)
+            self.sessions.update_session(
+                session.id,
+                status=SessionStatus.QUEUED,
+                message="Queued again after a server restart",
+                started_at=None,
+            )
+            self._submit(session.id)
         known = {s.id for s in self.sessions.list_sessions()}
         for entry in self.storage.iterdir():
             # Only server-made (uuid) names are ours to delete: STORAGE_DIR may be shared.

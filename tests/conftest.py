@@ -69,5 +69,6 @@ def wait_for(
 
 
 def stored_files(settings: Settings) -> list[Path]:
-    """Every file under STORAGE_DIR."""
-    return sorted(p for p in Path(settings.storage_dir).rglob("*") if p.is_file())
+    """Every file of every session under STORAGE_DIR (the session database aside)."""
+    storage = Path(settings.storage_dir)
+    return sorted(p for p in storage.rglob("*") if p.is_file() and p.parent != storage)

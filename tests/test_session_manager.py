@@ -174,3 +174,48 @@ def test_concurrent_create_and_delete_lose_nothing() -> None:
         t.join()
     assert len(manager) == len(created) == 4000
     assert len(set(created)) == 4000
+
+
+# -- write-through to SQLite ---------------------------------------------------------------------
+
+
+def test_sessions_are_reloaded_from_the_database(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "sessions.sqlite3"
+    first = SessionManager(db)
+    kept = first.create_session("/a.mp4", "full", {"reel": True})
+    first.update_session(
+        kept,
+        status="completed",
+        progress=100,
+        result={"analysis_type": "full", "highlights": []},
+        artifacts=("highlight_1.jpg",),
+    )
+    gone = first.create_session("/b.mp4", "workout", {})
+    first.delete_session(gone)
+    first.close()
+
+    second = SessionManager(db)
+    session = second.get_session(kept)
+    assert session is not None
+    assert session.status is SessionStatus.COMPLETED
+    assert session.progress == 100
+    assert session.params == {"reel": True}
+    assert session.result == {"analysis_type": "full", "highlights": []}
+    assert session.artifacts == ("highlight_1.jpg",)
+    assert second.get_session(gone) is None
+    second.close()
+
+
+def test_flush_makes_every_change_durable_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "sessions.sqlite3"
+    manager = SessionManager(db)
+    session_id = manager.create_session("/a.mp4", "workout", {})
+    for progress in range(1, 101):
+        manager.update_session(session_id, progress=progress, message=f"step {progress}")
+    manager.flush()
+    # A second reader sees the last state without the first store being closed (as after a
+    # SIGKILL).
+    reloaded = SessionManager(db).get_session(session_id)
+    assert reloaded is not None
+    assert (reloaded.progress, reloaded.message) == (100, "step 100")
+    manager.close()
