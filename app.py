@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from async_api import (
     UPLOAD_FORM,
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 SESSIONS_DB = "sessions.sqlite3"
+# The reference web page (plain HTML, CSS and JavaScript; no build step).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def configure_logging() -> None:
@@ -101,6 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     register_error_handlers(app)
     app.include_router(router, prefix=API_PREFIX)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, html=True), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        """The reference web page."""
+        return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health(request: Request) -> HealthResponse:
@@ -128,14 +138,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def analyze_highlights(request: Request, service: ServiceDep) -> dict[str, Any]:
         """Find a video's highlights and answer with the data (no session kept)."""
         return await service.analyze_now(
-            request.stream(), request.headers.get("content-type"), AnalysisType.HIGHLIGHTS
+            request.stream(),
+            request.headers.get("content-type"),
+            AnalysisType.HIGHLIGHTS,
+            request.headers.get("content-length"),
         )
 
     @app.post("/analyze/workout", **sync_route)
     async def analyze_workout(request: Request, service: ServiceDep) -> dict[str, Any]:
         """Analyse a video's sets and repetitions and answer with the data (no session kept)."""
         return await service.analyze_now(
-            request.stream(), request.headers.get("content-type"), AnalysisType.WORKOUT
+            request.stream(),
+            request.headers.get("content-type"),
+            AnalysisType.WORKOUT,
+            request.headers.get("content-length"),
         )
 
     return app

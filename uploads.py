@@ -144,6 +144,9 @@ class _Receiver:
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
             },
+            # Our own limit (_on_header_value) comes first and says what is wrong; the
+            # parser's default (4 KiB) would refuse a long but harmless file name.
+            max_header_size=2 * _MAX_FIELD_BYTES,
         )
         try:
             async for chunk in stream:
@@ -234,7 +237,8 @@ class _Receiver:
                 self._file = open(self.dest, "xb")  # noqa: SIM115 - closed in close()
             self._file.write(data)
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # EFBIG: a file-size limit (RLIMIT_FSIZE, a quota) is a full disk to this upload.
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise StorageFull("Not enough disk space to store the video") from exc
             raise
 

@@ -14,6 +14,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -38,13 +39,15 @@ from railway_video_generator import (
 from schemas import AnalysisData, AnalysisParams, AnalysisType
 from session_manager import Session, SessionManager, SessionStatus
 from task_manager import BackgroundTaskManager
-from uploads import receive_upload
+from uploads import UploadTooLarge, receive_upload
 
 logger = logging.getLogger(__name__)
 
 # How long cancel and cleanup wait for a running analysis to notice, before removing its files.
 _STOP_WAIT_SECONDS = 2.0
 _UPLOAD_NAME = "upload.part"
+# Room for the form's boundaries, headers and small fields beside the file itself.
+_FORM_OVERHEAD = 1024 * 1024
 # What a 429 suggests: about the time a short clip takes to analyse.
 _RETRY_AFTER_SECONDS = 10
 
@@ -319,7 +322,10 @@ class VideoService:
             raise QueueFull(retry_after=_RETRY_AFTER_SECONDS)
 
     async def receive_video(
-        self, stream: AsyncIterator[bytes], content_type: str | None
+        self,
+        stream: AsyncIterator[bytes],
+        content_type: str | None,
+        content_length: str | None = None,
     ) -> tuple[str, Path, AnalysisType, AnalysisParams]:
         """Stream an upload into a new session folder and check it is a video we can decode.
 
@@ -331,6 +337,9 @@ class VideoService:
             UnsupportedMediaType: the bytes are not a video container.
             InvalidUpload: empty file, bad form fields, or a video that does not decode.
         """
+        if _declared_size(content_length) > self.settings.max_upload_bytes + _FORM_OVERHEAD:
+            # Said up front: refuse before reading a byte.
+            raise UploadTooLarge(f"File too large: the limit is {self.settings.max_upload_mb} MB")
         session_id = str(uuid.uuid4())
         folder = self.storage / session_id
         await anyio.to_thread.run_sync(folder.mkdir, 0o700, True)
@@ -348,17 +357,24 @@ class VideoService:
             try:
                 await anyio.to_thread.run_sync(probe_video, video_path)
             except InvalidVideo as exc:
-                raise InvalidUpload(f"The file is not a readable video: {exc}") from None
+                raise InvalidUpload(
+                    f"The file is not a readable video: {_public_error(exc)}"
+                ) from None
         except BaseException:
             await anyio.to_thread.run_sync(self._remove_folder, folder)
             raise
         return session_id, video_path, analysis_type, params
 
-    async def upload(self, stream: AsyncIterator[bytes], content_type: str | None) -> Session:
+    async def upload(
+        self,
+        stream: AsyncIterator[bytes],
+        content_type: str | None,
+        content_length: str | None = None,
+    ) -> Session:
         """Receive a video and queue its analysis; the new session is returned."""
         self.check_capacity()
         session_id, video_path, analysis_type, params = await self.receive_video(
-            stream, content_type
+            stream, content_type, content_length
         )
         try:
             self.check_capacity()
@@ -533,11 +549,17 @@ class VideoService:
     # -- the synchronous endpoints -------------------------------------------------------------
 
     async def analyze_now(
-        self, stream: AsyncIterator[bytes], content_type: str | None, analysis_type: AnalysisType
+        self,
+        stream: AsyncIterator[bytes],
+        content_type: str | None,
+        analysis_type: AnalysisType,
+        content_length: str | None = None,
     ) -> dict[str, Any]:
         """Receive a video, analyse it in the pool, return the data and keep nothing."""
         self.check_capacity()
-        session_id, video_path, _, params = await self.receive_video(stream, content_type)
+        session_id, video_path, _, params = await self.receive_video(
+            stream, content_type, content_length
+        )
         task_id = f"sync-{session_id}"
         event = threading.Event()
         try:
@@ -552,7 +574,9 @@ class VideoService:
             try:
                 result = await asyncio.wrap_future(future)
             except (InvalidVideo, VideoDecodeError) as exc:
-                raise InvalidUpload(f"The video could not be analysed: {exc}") from None
+                raise InvalidUpload(
+                    f"The video could not be analysed: {_public_error(exc)}"
+                ) from None
             return build_data(result, None)
         finally:
             event.set()  # a client that went away stops the work
@@ -560,11 +584,23 @@ class VideoService:
             self.tasks.forget(task_id)
 
 
+# An absolute path inside a message (a decoder's error often names the file it was reading).
+_PATH = re.compile(r"(?<![\w.])/[^\s'\"]+")
+
+
 def _public_error(exc: BaseException) -> str:
     # Only the engine's own errors carry a message meant for people; others stay in the log.
+    # Even those may quote a library's error text, so no server path goes out with them.
     if isinstance(exc, (InvalidVideo, VideoDecodeError)):
-        return str(exc) or "The video could not be decoded"
+        return _PATH.sub("<file>", str(exc)) or "The video could not be decoded"
     return "Internal error during analysis"
+
+
+def _declared_size(content_length: str | None) -> int:
+    try:
+        return max(0, int(content_length or 0))
+    except ValueError:
+        return 0
 
 
 def _is_uuid(name: str) -> bool:
