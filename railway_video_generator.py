@@ -1,0 +1,1131 @@
+"""The video analysis engine: highlights, workout sets and repetitions, and the highlight reel.
+
+This module owns everything that looks at pixels. It is pure: a video path, options, a progress
+callback and a cancel event go in, a frozen `AnalysisResult` comes out, and the only files it writes
+are artifacts (thumbnails, reel) inside the `output_dir` it is given. It imports nothing from the
+web service.
+
+How it works, in one streaming pass over the video:
+
+1. Every frame is decoded (`grab()`), but only about `sample_fps` frames per second are converted
+   (`retrieve()`) and shrunk to a small grey image, brightness-normalised against flicker.
+2. Camera motion between samples is measured by phase correlation and removed, so what remains is
+   the motion of the subject. Per sample we keep a handful of numbers: the fraction of pixels that
+   moved, whether it looked like a cut, and a 64-number random projection of a coarse, aligned grid
+   of the frame (a compact stand-in for the pose). Per second we keep one JPEG thumbnail candidate.
+   Memory per second of video is a few kilobytes, whatever the resolution.
+3. Workout: a pose that repeats shows as a high self-similarity of the projected frames at the rep
+   period. Stretches that are both moving and periodic become sets; everything else (stillness,
+   fidgeting, adjusting) is rest. In each set the frames are projected on their leading principal
+   component, and a hysteresis counter turns that one-dimensional signal into repetitions.
+4. Highlights: the windows with the most subject motion, greedily, without overlap.
+5. Reel (optional): a second, seek-based pass with PyAV over just the highlight windows, encoded
+   H.264/yuv420p with faststart so browsers play it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ANALYSIS_TYPES = ("highlights", "workout", "full")
+
+ProgressCallback = Callable[[int, str], None]
+
+
+class InvalidVideo(ValueError):
+    """The file cannot be opened or decoded as a video."""
+
+
+class AnalysisCancelled(Exception):
+    """The caller set the cancel event; the analysis stopped early."""
+
+
+class VideoDecodeError(RuntimeError):
+    """Decoding failed part-way through a video that opened fine."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video (refined by the analysis pass with what it decoded)."""
+
+    duration: float
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+
+_PUBLIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "segment_seconds": (1.0, 60.0),
+    "max_highlights": (1, 20),
+    "highlight_seconds": (1.0, 30.0),
+    "sample_fps": (2.0, 30.0),
+}
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What the caller may tune, plus the engine's private tunables (named, with their reasons)."""
+
+    segment_seconds: float = 5.0
+    """Length of a progress segment in seconds ("Analyzing segment i/N"); 1..60."""
+
+    max_highlights: int = 5
+    """At most this many highlight windows; 1..20."""
+
+    highlight_seconds: float = 5.0
+    """Length of a highlight window in seconds; 1..30."""
+
+    sample_fps: float = 10.0
+    """Frames analysed per second of video (the rest are decoded and skipped); 2..30."""
+
+    reel: bool = False
+    """Also write an H.264 highlight reel (`highlight_reel.mp4`) into the output directory."""
+
+    analysis_width: int = 256
+    """Width in pixels of the grey image the motion is measured on (height keeps the aspect)."""
+
+    grid_width: int = 48
+    """Width in cells of the coarse pose grid; fine enough to see a forearm move at 256 px."""
+
+    projection_dims: int = 64
+    """Numbers kept per sample from the pose grid (random projection: distances survive)."""
+
+    diff_threshold: float = 14.0
+    """Grey levels (brightness-normalised, lightly blurred) a pixel must change to count as moving."""
+
+    moving_fraction: float = 0.002
+    """Smoothed fraction of moving pixels below which a stretch is considered still."""
+
+    min_period: float = 0.5
+    """Shortest repetition period in seconds."""
+
+    max_period: float = 6.0
+    """Longest repetition period in seconds."""
+
+    periodicity_threshold: float = 0.45
+    """Self-similarity at the rep period (0..1) from which motion counts as repetitive."""
+
+    min_reps: int = 3
+    """A periodic stretch with fewer repetitions is not a set (two movements are not a rhythm)."""
+
+    thumbnail_width: int = 320
+    """Maximum width of a highlight thumbnail in pixels."""
+
+    reel_max_height: int = 720
+    """The reel is scaled down to at most this many lines (the shorter side for portrait video)."""
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in _PUBLIC_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+            if name == "max_highlights" and not isinstance(value, int):
+                raise ValueError(f"max_highlights must be an integer, got {value!r}")
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        if not isinstance(self.reel, bool):
+            raise ValueError(f"reel must be true or false, got {self.reel!r}")
+        if not 0 < self.min_period < self.max_period:
+            raise ValueError("min_period must be positive and below max_period")
+        if self.analysis_width < 32 or self.grid_width < 4 or self.projection_dims < 4:
+            raise ValueError("analysis_width, grid_width and projection_dims are too small")
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """One highlight window; `thumbnail` is a file name inside the output directory, or None."""
+
+    start: float
+    end: float
+    score: float
+    reason: str
+    peak_time: float
+    thumbnail: str | None
+
+
+@dataclass(frozen=True)
+class WorkoutSegment:
+    """An active set or a rest. `tempo` is reps per minute (None for rest), intensity is 0..1."""
+
+    start: float
+    end: float
+    kind: str
+    reps: int
+    rep_times: list[float]
+    tempo: float | None
+    intensity: float
+
+
+@dataclass(frozen=True)
+class WorkoutSummary:
+    """Sets and rests covering the whole video, in time order."""
+
+    total_reps: int
+    active_time: float
+    rest_time: float
+    segments: list[WorkoutSegment]
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Everything one analysis produced. File references are names inside `output_dir`."""
+
+    analysis_type: str
+    video: VideoInfo
+    highlights: list[Highlight] | None
+    workout: WorkoutSummary | None
+    reel: str | None
+    processing_time: float
+    artifacts: list[str]
+
+
+# --------------------------------------------------------------------------------------------
+# Opening videos
+# --------------------------------------------------------------------------------------------
+
+
+def _open_capture(path: str | os.PathLike) -> cv2.VideoCapture:
+    """Open a capture, or raise InvalidVideo. The caller releases it."""
+    if not Path(path).is_file():
+        raise InvalidVideo("video file does not exist")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise InvalidVideo("the file is not a video OpenCV can open")
+    return capture
+
+
+def _container_fps(capture: cv2.VideoCapture) -> float:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    # A missing or absurd rate would wreck every timestamp; 30 is the commonest real rate.
+    if not math.isfinite(fps) or not 1.0 <= fps <= 1000.0:
+        logger.warning("container reports fps=%s; assuming 30", fps)
+        return 30.0
+    return float(fps)
+
+
+def _container_frame_count(capture: cv2.VideoCapture) -> int:
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    if not math.isfinite(count) or count < 0:
+        return 0
+    return int(count)
+
+
+def _first_frame(capture: cv2.VideoCapture) -> tuple[np.ndarray, float, int]:
+    """The first decoded frame, the frame rate and the container's frame count."""
+    try:
+        ok, frame = capture.read()
+    except cv2.error as exc:
+        raise InvalidVideo("the first frame could not be decoded") from exc
+    if not ok or frame is None or frame.size == 0:
+        raise InvalidVideo("no frame could be decoded from the file")
+    return frame, _container_fps(capture), _container_frame_count(capture)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Check that a file is a decodable video and describe it.
+
+    Args:
+        path: the video file.
+
+    Returns:
+        Duration, frame rate, size of a decoded frame and the container's frame count (which may be
+        wrong or 0; the analysis never relies on it).
+
+    Raises:
+        InvalidVideo: the file cannot be opened or its first frame cannot be decoded.
+    """
+    capture = _open_capture(path)
+    try:
+        frame, fps, count = _first_frame(capture)
+        height, width = frame.shape[:2]
+        return VideoInfo(round(count / fps, 2), round(fps, 3), int(width), int(height), count)
+    finally:
+        capture.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Monotonic per-segment progress that survives a wrong or missing frame count."""
+
+    def __init__(self, callback: ProgressCallback | None, segment_seconds: float,
+                 duration_estimate: float, ceiling: int) -> None:
+        self._callback = callback
+        self._segment_seconds = segment_seconds
+        self._total = max(1, math.ceil(duration_estimate / segment_seconds - 1e-9))
+        self._ceiling = ceiling
+        self._segment = 0
+        self._percent = 0
+
+    def report(self, percent: int, message: str) -> None:
+        percent = max(self._percent, min(100, int(percent)))
+        self._percent = percent
+        if self._callback is not None:
+            self._callback(percent, message)
+
+    def at_time(self, seconds: float) -> None:
+        segment = int(seconds // self._segment_seconds) + 1
+        if segment <= self._segment:
+            return
+        self._segment = segment
+        if segment > self._total:
+            # The container under-reported its length: keep moving, never reach the ceiling early.
+            self._total = segment + 1
+        percent = self._ceiling * (segment - 1) // self._total
+        self.report(percent, f"Analyzing segment {segment}/{self._total}")
+
+
+# --------------------------------------------------------------------------------------------
+# The streaming pass
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """What the streaming pass keeps: a few numbers per sample and a JPEG per second."""
+
+    fps: float
+    width: int
+    height: int
+    frames: int = 0
+    times: list[float] = field(default_factory=list)
+    energy: list[float] = field(default_factory=list)
+    cut: list[bool] = field(default_factory=list)
+    pose: list[np.ndarray] = field(default_factory=list)
+    # second -> (energy, time, jpeg bytes) of the most active sampled frame of that second
+    thumbs: dict[int, tuple[float, float, bytes]] = field(default_factory=dict)
+
+
+def _dft_floor(n: int) -> int:
+    """The largest size <= n that OpenCV's DFT handles fast (phase correlation cost depends on it)."""
+    while n > 8 and cv2.getOptimalDFTSize(n) != n:
+        n -= 1
+    return n
+
+
+def _downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink a frame fast. INTER_AREA straight from 1080p costs ~8 ms in OpenCV 5; picking every
+    other pixel down to twice the target and then averaging 2x2 costs ~0.3 ms and still averages
+    four samples per output pixel (noise is blurred further downstream anyway)."""
+    width, height = size
+    if frame.shape[1] >= 2 * width and frame.shape[0] >= 2 * height:
+        frame = cv2.resize(frame, (2 * width, 2 * height), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+
+
+class _FrameAnalyser:
+    """Per-sample frame maths: brightness normalisation, camera-motion removal, motion, pose."""
+
+    def __init__(self, width: int, height: int, options: AnalysisOptions) -> None:
+        self.options = options
+        # Portrait video: bound the long side instead, so a 1080x1920 phone clip costs the same.
+        scale = options.analysis_width / max(width, height)
+        self.size = (max(16, round(width * scale)), max(16, round(height * scale)))
+        grid_scale = options.grid_width / max(self.size)
+        self.grid = (max(4, round(self.size[0] * grid_scale)),
+                     max(4, round(self.size[1] * grid_scale)))
+        # The camera is measured at half the analysis size: a tenth of a pixel there is plenty.
+        half = ((self.size[0] + 1) // 2, (self.size[1] + 1) // 2)
+        tile_w, tile_h = _dft_floor(half[0] // 3), _dft_floor(half[1] // 3)
+        step_x, step_y = (half[0] - tile_w) // 2, (half[1] - tile_h) // 2
+        self.tiles = [(slice(r * step_y, r * step_y + tile_h), slice(c * step_x, c * step_x + tile_w))
+                      for r in range(3) for c in range(3)]
+        self.window = cv2.createHanningWindow((tile_w, tile_h), cv2.CV_32F)
+        rng = np.random.default_rng(12345)
+        cells = self.grid[0] * self.grid[1]
+        self.projection = (rng.standard_normal((cells, options.projection_dims))
+                           / math.sqrt(options.projection_dims)).astype(np.float32)
+        self.reference: np.ndarray | None = None
+        self.reference_half: np.ndarray | None = None
+        self.prev_aligned: np.ndarray | None = None
+        self.prev_shift = (0.0, 0.0)
+        self.shift = (0.0, 0.0)
+
+    def _camera_shift(self, grey: np.ndarray) -> tuple[float, float] | None:
+        """Where the camera is, relative to the reference frame; None when it cannot be told.
+
+        Measured against a fixed reference rather than the previous frame, because summing
+        frame-to-frame estimates is a random walk that slowly misaligns everything. The frame is
+        first moved by the last known shift, then each tile of a 3x3 grid is phase-correlated with
+        the reference and the median residual wins: the person moves a few tiles, the background
+        (the camera) moves them all.
+        """
+        assert self.reference_half is not None
+        predicted = self.shift
+        moved = cv2.pyrDown(_shift_image(grey, predicted))
+        residuals = []
+        for ys, xs in self.tiles:
+            # phaseCorrelate multiplies its inputs by the window in place in OpenCV 5: pass
+            # fresh products, never the reference itself.
+            (dx, dy), response = cv2.phaseCorrelate(self.reference_half[ys, xs] * self.window,
+                                                    moved[ys, xs] * self.window)
+            if response > 0.05:
+                residuals.append((dx, dy))
+        if len(residuals) < 3:
+            return None
+        dx, dy = np.median(np.asarray(residuals), axis=0)
+        shift = (predicted[0] + 2.0 * float(dx), predicted[1] + 2.0 * float(dy))
+        if abs(shift[0]) > self.size[0] / 4 or abs(shift[1]) > self.size[1] / 4:
+            return None  # too little overlap with the reference left to trust it
+        return shift
+
+    def _anchor(self, grey: np.ndarray) -> None:
+        self.reference = grey
+        self.reference_half = cv2.pyrDown(grey)
+
+    def process(self, frame: np.ndarray) -> tuple[float, bool, np.ndarray]:
+        """Return (moving fraction, looks like a cut, pose vector) for one frame."""
+        grey = cv2.cvtColor(_downscale(frame, self.size), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        # Flicker and auto-exposure change the gain of the whole frame; undo it.
+        grey *= 128.0 / max(float(grey.mean()), 1.0)
+        # Sensor noise is per pixel; a light blur stops it from counting as motion.
+        grey = cv2.GaussianBlur(grey, (5, 5), 1.2)
+        energy, cut = 0.0, False
+        self.prev_shift = self.shift
+        if self.reference is None:
+            self._anchor(grey)
+        else:
+            shift = self._camera_shift(grey)
+            if shift is None:
+                # The view changed too much (a cut, a whip pan): re-anchor on this frame, placed
+                # where the camera last was, so coordinates stay continuous.
+                self._anchor(_shift_image(grey, self.shift, self.reference))
+            else:
+                self.shift = shift
+        aligned = _shift_image(grey, self.shift, self.reference)
+        if self.prev_aligned is not None:
+            xs, ys = _common_window(self.size, self.prev_shift, self.shift)
+            diff = cv2.absdiff(aligned[ys, xs], self.prev_aligned[ys, xs])
+            moving = diff > self.options.diff_threshold
+            energy = float(moving.mean()) if moving.size else 0.0
+            cut = energy > 0.6
+        self.prev_aligned = aligned
+        cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA).reshape(-1)
+        return energy, cut, cells @ self.projection
+
+
+def _thumbnail_jpeg(frame: np.ndarray, max_width: int) -> bytes | None:
+    height, width = frame.shape[:2]
+    if width > max_width:
+        frame = _downscale(frame, (max_width, max(2, round(height * max_width / width))))
+    ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return jpeg.tobytes() if ok else None
+
+
+def _shift_image(image: np.ndarray, shift: tuple[float, float],
+                 fill: np.ndarray | None = None) -> np.ndarray:
+    """Move the image back by the camera's shift, into reference-frame coordinates.
+
+    Where the shifted image has no pixels (the camera drifted), the reference frame fills in: a
+    border that changed with every wobble would look like motion.
+    """
+    if shift == (0.0, 0.0):
+        return image
+    matrix = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
+    size = (image.shape[1], image.shape[0])
+    if fill is None or fill.shape != image.shape:
+        return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    out = fill.copy()
+    cv2.warpAffine(image, matrix, size, dst=out, flags=cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_TRANSPARENT)
+    return out
+
+
+def _common_window(size: tuple[int, int], a: tuple[float, float],
+                   b: tuple[float, float]) -> tuple[slice, slice]:
+    """Pixels that are real image (not border fill) in both of two shifted frames."""
+    width, height = size
+    x0 = math.ceil(max(-a[0], -b[0], 0.0)) + 1
+    x1 = math.floor(min(width - 1 - a[0], width - 1 - b[0], width - 1.0))
+    y0 = math.ceil(max(-a[1], -b[1], 0.0)) + 1
+    y1 = math.floor(min(height - 1 - a[1], height - 1 - b[1], height - 1.0))
+    return slice(x0, max(x0, x1)), slice(y0, max(y0, y1))
+
+
+def _scan_video(options: AnalysisOptions, progress: _Progress | None,
+                cancel_event: threading.Event | None, keep_thumbnails: bool,
+                capture: cv2.VideoCapture, first_frame: np.ndarray, fps: float) -> _Scan:
+    """Decode every frame once, analyse a sampled subset. The caller releases the capture."""
+    height, width = first_frame.shape[:2]
+    scan = _Scan(fps=fps, width=width, height=height)
+    analyser = _FrameAnalyser(width, height, options)
+    step = 1.0 / options.sample_fps
+    next_sample = 0.0
+    index = 0
+    frame: np.ndarray | None = first_frame
+    # The most active frame of the current second, full size; compressed when the second ends,
+    # so at most one JPEG encode per second of video.
+    candidate: tuple[int, float, float, np.ndarray] | None = None
+    while True:
+        if cancel_event is not None and cancel_event.is_set():
+            raise AnalysisCancelled("analysis cancelled")
+        seconds = index / fps
+        if frame is None:
+            try:
+                if not capture.grab():
+                    break
+                if seconds + 1e-6 >= next_sample:
+                    ok, frame = capture.retrieve()
+                    if not ok or frame is None:
+                        raise VideoDecodeError(f"the frame at {seconds:.2f} s could not be read")
+            except cv2.error as exc:
+                raise VideoDecodeError(f"decoding failed at {seconds:.2f} s: {exc}") from exc
+        if frame is not None:
+            next_sample = max(next_sample + step, seconds + step / 2)
+            energy, cut, pose = analyser.process(frame)
+            scan.times.append(seconds)
+            scan.energy.append(energy)
+            scan.cut.append(cut)
+            scan.pose.append(pose)
+            if keep_thumbnails:
+                second = int(seconds)
+                if candidate is not None and candidate[0] != second:
+                    _store_thumbnail(scan, candidate, options)
+                    candidate = None
+                if candidate is None or energy > candidate[1]:
+                    candidate = (second, energy, seconds, frame)
+            frame = None
+        if progress is not None:
+            progress.at_time(seconds)
+        index += 1
+    if candidate is not None:
+        _store_thumbnail(scan, candidate, options)
+    scan.frames = index
+    return scan
+
+
+def _store_thumbnail(scan: _Scan, candidate: tuple[int, float, float, np.ndarray],
+                     options: AnalysisOptions) -> None:
+    second, energy, seconds, frame = candidate
+    jpeg = _thumbnail_jpeg(frame, options.thumbnail_width)
+    if jpeg is not None:
+        scan.thumbs[second] = (energy, seconds, jpeg)
+
+
+# --------------------------------------------------------------------------------------------
+# Signal helpers (pure numpy, unit-tested on synthetic signals)
+# --------------------------------------------------------------------------------------------
+
+
+def _box_smooth(signal: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average with edge-aware normalisation (no shrink towards zero at the ends)."""
+    width = max(1, int(width))
+    if width == 1 or signal.size == 0:
+        return signal.astype(np.float64)
+    kernel = np.ones(width)
+    total = np.convolve(signal, kernel, mode="same")
+    count = np.convolve(np.ones_like(signal, dtype=np.float64), kernel, mode="same")
+    return total / count
+
+
+def _gaussian_smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma < 0.5 or signal.size == 0:
+        return signal.astype(np.float64)
+    radius = int(3 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    total = np.convolve(signal, kernel, mode="same")
+    count = np.convolve(np.ones(signal.size), kernel, mode="same")
+    return total / count
+
+
+def _resample(times: np.ndarray, values: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Put irregular samples (24 fps sampled at 10/s is 3,2,3,2... frames apart) on a uniform grid."""
+    grid = np.arange(0.0, times[-1] + 1e-9, 1.0 / rate)
+    if values.ndim == 1:
+        return grid, np.interp(grid, times, values)
+    columns = [np.interp(grid, times, values[:, k]) for k in range(values.shape[1])]
+    return grid, np.stack(columns, axis=1)
+
+
+def _self_similarity(pose: np.ndarray, max_lag: int, min_half_window: int) -> np.ndarray:
+    """Local self-similarity of a multichannel signal at every sample and every lag.
+
+    S[c, L] = 1 - mean ||x_j - x_{j+L}||^2 / (2 * local variance), over the pairs whose midpoint is
+    within max(L, min_half_window) samples of c. S is 1 where the signal repeats exactly after L
+    samples, about 0 for unrelated samples (or pure noise) and negative for anti-phase. Column 0 is
+    unused (lag 0).
+    """
+    n = pose.shape[0]
+    similarity = np.full((n, max_lag + 1), np.nan)
+    if n < 3:
+        return similarity
+    csum = np.vstack([np.zeros((1, pose.shape[1])), np.cumsum(pose, axis=0)])
+    csq = np.concatenate([[0.0], np.cumsum((pose * pose).sum(axis=1))])
+    centres = np.arange(n)
+    for lag in range(1, min(max_lag, n - 1) + 1):
+        dist = ((pose[lag:] - pose[:-lag]) ** 2).sum(axis=1)
+        cdist = np.concatenate([[0.0], np.cumsum(dist)])
+        half = max(lag, min_half_window)
+        pairs = n - lag
+        j0 = np.clip(centres - half - lag // 2, 0, pairs)
+        j1 = np.clip(centres + half - lag // 2 + 1, 0, pairs)
+        count = j1 - j0
+        mean_dist = (cdist[j1] - cdist[j0]) / np.maximum(count, 1)
+        s0, s1 = j0, np.minimum(j1 + lag, n)
+        span = np.maximum(s1 - s0, 1)
+        mean = (csum[s1] - csum[s0]) / span[:, None]
+        variance = (csq[s1] - csq[s0]) / span - (mean * mean).sum(axis=1)
+        value = 1.0 - mean_dist / (2.0 * np.maximum(variance, 1e-9))
+        # Fewer than one period of pairs is not evidence of repetition.
+        value[count < lag] = np.nan
+        similarity[:, lag] = value
+    return similarity
+
+
+def _local_period(similarity: np.ndarray, min_lag: int, max_lag: int,
+                  min_dip: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: the repetition period (in samples) and how strongly the signal repeats.
+
+    A lag counts only if the similarity curve has a local maximum there *after dipping* by
+    `min_dip`: smooth, slow, non-repetitive motion is self-similar at short lags too, but it never
+    comes back after having changed. Among qualifying peaks the shortest one within 85 % of the best
+    is taken, so a period of P is not reported as 2P.
+    """
+    n = similarity.shape[0]
+    curve = np.nan_to_num(similarity[:, 1:], nan=-1.0)  # column k is lag k + 1
+    if curve.shape[1] < 3:
+        return np.zeros(n, dtype=int), np.zeros(n)
+    running_min = np.minimum.accumulate(curve, axis=1)
+    peak = np.zeros_like(curve, dtype=bool)
+    peak[:, 1:-1] = (curve[:, 1:-1] >= curve[:, :-2]) & (curve[:, 1:-1] > curve[:, 2:])
+    lags = np.arange(1, curve.shape[1] + 1)
+    peak &= (lags >= min_lag)[None, :] & (lags <= max_lag)[None, :]
+    peak &= (curve - running_min) >= min_dip
+    masked = np.where(peak, curve, -np.inf)
+    best = masked.max(axis=1)
+    choose = peak & (curve >= best[:, None] - 0.1)
+    first = np.argmax(choose, axis=1)
+    has = peak.any(axis=1)
+    period = np.where(has, lags[first], 0)
+    strength = np.where(has, curve[np.arange(n), first], 0.0)
+    return period, strength
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) index pairs of the True runs of a boolean array."""
+    padded = np.concatenate([[False], mask.astype(bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _close_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill False gaps of at most `max_gap` samples that lie between two True runs."""
+    out = mask.copy()
+    runs = _runs(mask)
+    for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+        if start - end <= max_gap:
+            out[end:start] = True
+    return out
+
+
+def _hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
+    """Indices of one peak per excursion above `high` that is closed by a fall below `low`.
+
+    A Schmitt trigger: noise around either level cannot add or split a count. An excursion still
+    open at the end of the signal counts (the rep reached its top; the video simply ended).
+    """
+    peaks: list[int] = []
+    above = False
+    best = -1
+    for i, value in enumerate(signal):
+        if above:
+            if value > signal[best]:
+                best = i
+            if value < low:
+                peaks.append(best)
+                above = False
+        elif value > high:
+            above, best = True, i
+    if above:
+        peaks.append(best)
+    return peaks
+
+
+def _count_cycles(signal: np.ndarray, core: slice, period: float,
+                  pose: np.ndarray | None = None) -> list[int]:
+    """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
+
+    Levels come from the set itself (10th/90th percentiles). Peaks in the margins join only if they
+    continue the rhythm (0.6..1.45 of the typical spacing from a counted rep), reach a rep-like
+    height and, when the frames' `pose` vectors are given, look like the set's turning points
+    rather than its rest pose: a wave or a stretch of one arm next to a set of curls is not a curl.
+    """
+    core_values = signal[core]
+    if core_values.size < 3:
+        return []
+    bottom, top = np.percentile(core_values, [10, 90])
+    amplitude = top - bottom
+    if amplitude <= 0:
+        return []
+    peaks = _hysteresis_peaks(signal, bottom + 0.35 * amplitude, bottom + 0.65 * amplitude)
+    inside = [p for p in peaks if core.start <= p < core.stop]
+    if not inside:
+        return []
+    typical = float(np.median(signal[inside]))
+    min_height = bottom + 0.7 * (typical - bottom)
+    spacing = float(np.median(np.diff(inside))) if len(inside) > 1 else period
+    looks_like_rep = _rep_pose_test(pose, signal, core, inside)
+
+    def continues(gap: int, p: int) -> bool:
+        return (0.6 * spacing <= gap <= 1.45 * spacing and signal[p] >= min_height
+                and looks_like_rep(p))
+
+    kept = list(inside)
+    for p in reversed([p for p in peaks if p < core.start]):
+        if not continues(kept[0] - p, p):
+            break
+        kept.insert(0, p)
+    for p in [p for p in peaks if p >= core.stop]:
+        if not continues(p - kept[-1], p):
+            break
+        kept.append(p)
+    return kept
+
+
+def _rep_pose_test(pose: np.ndarray | None, signal: np.ndarray, core: slice,
+                   peaks: list[int]) -> Callable[[int], bool]:
+    """A test that a frame's pose is nearer the set's turning-point pose than its rest pose."""
+    if pose is None or len(peaks) < 2:
+        return lambda _: True
+    turning = pose[peaks].mean(axis=0)
+    low = np.flatnonzero(signal[core] <= np.percentile(signal[core], 15)) + core.start
+    rest = pose[low].mean(axis=0)
+    scale = float(np.linalg.norm(turning - rest))
+    spread = float(np.median(np.linalg.norm(pose[peaks] - turning, axis=1)))
+    limit = max(3.0 * spread, 0.5 * scale)
+    return lambda p: float(np.linalg.norm(pose[p] - turning)) <= limit
+
+
+def _rep_signal(pose: np.ndarray, core: slice, margin: slice,
+                period: float) -> tuple[np.ndarray, np.ndarray]:
+    """Project frames on the leading principal component of the set in `core`.
+
+    Returns the rep signal over `margin` (detrended, smoothed) and the raw projection of every
+    sample (not detrended, so rest pose keeps its level). The sign of the axis is arbitrary; see
+    `_rest_is_low`.
+    """
+    window = max(1, int(round(period)))
+    trend = np.stack([_box_smooth(pose[margin, k], window) for k in range(pose.shape[1])], axis=1)
+    # Subtracting a one-period moving average removes slow drift (the person shuffling, residual
+    # camera drift) and keeps the repetition, whatever its phase.
+    detrended = pose[margin] - trend
+    offset = core.start - margin.start
+    core_local = slice(offset, offset + core.stop - core.start)
+    centred = detrended[core_local] - detrended[core_local].mean(axis=0)
+    # Leading eigenvector of the 64x64 covariance: same axis as an SVD of the frames, far cheaper.
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axis = vectors[:, -1]
+    signal = _gaussian_smooth((detrended - detrended[core_local].mean(axis=0)) @ axis, period / 10)
+    raw = (pose - pose[core].mean(axis=0)) @ axis
+    return signal, raw
+
+
+def _rest_is_low(raw: np.ndarray, core: slice, reference: np.ndarray) -> bool:
+    """Whether rest pose projects below the set's average, i.e. rep turning points are peaks.
+
+    `reference` holds the raw projection of nearby rest samples. Without any (the set fills the
+    video), the set's own first and last moments stand in: a set starts and ends at rest pose.
+    """
+    if reference.size < 3:
+        edge = max(2, (core.stop - core.start) // 20)
+        reference = np.concatenate([raw[core][:edge], raw[core][-edge:]])
+    return bool(np.median(reference) <= np.median(raw[core]))
+
+
+# --------------------------------------------------------------------------------------------
+# Workout analysis
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Set:
+    start: float
+    end: float
+    rep_times: list[float]
+
+
+def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray,
+               options: AnalysisOptions) -> list[_Set]:
+    """Active sets on a uniform sample grid: moving, periodic stretches with enough reps."""
+    rate = options.sample_fps
+    n = times.size
+    min_lag = max(2, int(math.floor(options.min_period * rate)))
+    max_lag = int(math.ceil(options.max_period * rate * 1.1)) + 1
+    if n < 2 * min_lag + 2:
+        return []
+    moving = _box_smooth(energy, round(rate)) > options.moving_fraction
+    similarity = _self_similarity(pose, max_lag, min_half_window=round(1.5 * rate))
+    period, strength = _local_period(similarity, min_lag, max_lag)
+    active = moving & (strength >= options.periodicity_threshold) & (period > 0)
+    active = _close_gaps(active, round(1.0 * rate))
+    runs = [(a, b) for a, b in _runs(active) if b - a >= round(1.5 * rate)]
+    candidates = []
+    for i, (a, b) in enumerate(runs):
+        periods = period[a:b][strength[a:b] >= options.periodicity_threshold]
+        if periods.size == 0:
+            continue
+        lag = float(np.median(periods))
+        if b - a < 1.5 * lag:
+            continue
+        # The similarity windows make a run start late and end early by up to about a period;
+        # two periods of margin recover the edge reps (they must continue the rhythm to count).
+        lower = runs[i - 1][1] if i else 0
+        upper = runs[i + 1][0] if i + 1 < len(runs) else n
+        margin = slice(max(lower, a - int(2 * lag)), min(upper, b + int(2 * lag)))
+        candidates.append((slice(a, b), margin, lag))
+    # Rest pose is learnt from samples outside every candidate and its margin, near the set.
+    resting = np.ones(n, dtype=bool)
+    for _, margin, _ in candidates:
+        resting[margin] = False
+    reach = round(8 * rate)
+    sets: list[_Set] = []
+    for core, margin, lag in candidates:
+        signal, raw = _rep_signal(pose, core, margin, lag)
+        near = np.zeros(n, dtype=bool)
+        near[max(0, margin.start - reach):margin.start] = True
+        near[margin.stop:margin.stop + reach] = True
+        if not _rest_is_low(raw, core, raw[near & resting]):
+            signal = -signal
+        local = slice(core.start - margin.start, core.stop - margin.start)
+        peaks = [p + margin.start for p in _count_cycles(signal, local, lag, pose[margin])]
+        if len(peaks) < options.min_reps:
+            continue
+        intervals = np.diff(peaks)
+        if intervals.std() > 0.35 * intervals.mean():
+            continue  # not a rhythm: irregular motion that happened to look periodic somewhere
+        first_gap, last_gap = intervals[0], intervals[-1]
+        start = max(0.0, times[peaks[0]] - first_gap / (2 * rate))
+        end = min(times[-1] + 1.0 / rate, times[peaks[-1]] + last_gap / (2 * rate))
+        sets.append(_Set(float(start), float(end), [float(times[p]) for p in peaks]))
+    return _without_overlap(sets)
+
+
+def _without_overlap(sets: list[_Set]) -> list[_Set]:
+    out: list[_Set] = []
+    for s in sorted(sets, key=lambda s: s.start):
+        if out and s.start < out[-1].end:
+            boundary = (out[-1].rep_times[-1] + s.rep_times[0]) / 2
+            out[-1] = _Set(out[-1].start, boundary, out[-1].rep_times)
+            s = _Set(boundary, s.end, s.rep_times)
+        out.append(s)
+    return out
+
+
+def _mean_between(times: np.ndarray, values: np.ndarray, start: float, end: float) -> float:
+    inside = (times >= start) & (times < end)
+    return float(values[inside].mean()) if inside.any() else 0.0
+
+
+def _workout(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, duration: float,
+             options: AnalysisOptions) -> WorkoutSummary:
+    sets = _find_sets(times, energy, pose, options) if times.size else []
+    smooth = _box_smooth(energy, round(options.sample_fps)) if energy.size else energy
+    scale = max(float(np.percentile(smooth, 99)) if smooth.size else 0.0, _ENERGY_FLOOR)
+    segments: list[WorkoutSegment] = []
+    cursor = 0.0
+
+    def rest(until: float) -> None:
+        if until - cursor > 0.05:
+            level = _mean_between(times, smooth, cursor, until) / scale
+            segments.append(WorkoutSegment(round(cursor, 2), round(until, 2), "rest", 0, [], None,
+                                           round(min(1.0, level), 2)))
+
+    for s in sets:
+        end = min(s.end, duration)
+        rest(s.start)
+        if end - s.start <= 0.05:
+            continue
+        reps = len(s.rep_times)
+        level = _mean_between(times, smooth, s.start, end) / scale
+        tempo = 60.0 * reps / max(end - s.start, 1e-6)
+        segments.append(WorkoutSegment(round(s.start, 2), round(end, 2), "active", reps,
+                                       [round(t, 2) for t in s.rep_times], round(tempo, 1),
+                                       round(min(1.0, level), 2)))
+        cursor = end
+    rest(duration)
+    active = sum(s.end - s.start for s in segments if s.kind == "active")
+    rest_time = sum(s.end - s.start for s in segments if s.kind == "rest")
+    return WorkoutSummary(sum(s.reps for s in segments), round(active, 2), round(rest_time, 2),
+                          segments)
+
+
+# --------------------------------------------------------------------------------------------
+# Highlights
+# --------------------------------------------------------------------------------------------
+
+_ENERGY_FLOOR = 0.005
+"""Fraction of moving pixels that counts as real motion when scaling scores and intensities, so a
+still video scores near 0 instead of its noise being stretched to 1."""
+
+_MIN_HIGHLIGHT_SCORE = 0.15
+"""Windows weaker than this (relative to the best) are not highlights; the best one always is."""
+
+
+def _highlight_windows(times: np.ndarray, energy: np.ndarray, cut: np.ndarray, duration: float,
+                       options: AnalysisOptions) -> list[tuple[float, float, float, str, float]]:
+    """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first."""
+    if times.size == 0:
+        return []
+    rate = options.sample_fps
+    width = max(1, round(options.highlight_seconds * rate))
+    if times.size <= width:
+        peak = int(np.argmax(energy))
+        score = min(1.0, float(energy.mean()) / _ENERGY_FLOOR)
+        return [(0.0, round(duration, 2), round(score, 2), _reason(energy, cut),
+                 round(float(times[peak]), 2))]
+    csum = np.concatenate([[0.0], np.cumsum(energy)])
+    window_mean = (csum[width:] - csum[:-width]) / width
+    norm = max(float(window_mean.max()), _ENERGY_FLOOR)
+    available = np.ones(window_mean.size, dtype=bool)
+    out = []
+    while len(out) < options.max_highlights and available.any():
+        start = int(np.argmax(np.where(available, window_mean, -1.0)))
+        score = float(window_mean[start]) / norm
+        if out and score < _MIN_HIGHLIGHT_SCORE:
+            break
+        available[max(0, start - width + 1):start + width] = False
+        part = slice(start, start + width)
+        peak = start + int(np.argmax(energy[part]))
+        begin = float(times[start])
+        end = min(duration, begin + options.highlight_seconds)
+        out.append((round(begin, 2), round(end, 2), round(score, 2),
+                    _reason(energy[part], cut[part]), round(float(times[peak]), 2)))
+    return out
+
+
+def _reason(energy: np.ndarray, cut: np.ndarray) -> str:
+    if cut.any():
+        return "scene_change"
+    mean = float(energy.mean())
+    if mean < _ENERGY_FLOOR:
+        return "low_motion"
+    # A short burst that towers over its window reads as one moment, not sustained effort.
+    if float(energy.max()) > 3.0 * mean:
+        return "peak_intensity"
+    return "high_motion"
+
+
+def _pick_thumbnail(thumbs: dict[int, tuple[float, float, bytes]], start: float, end: float,
+                    peak: float) -> bytes | None:
+    inside = [v for v in thumbs.values() if start <= v[1] <= end]
+    if not inside:
+        inside = list(thumbs.values())
+    if not inside:
+        return None
+    return max(inside, key=lambda v: (v[0], -abs(v[1] - peak)))[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Reel
+# --------------------------------------------------------------------------------------------
+
+REEL_NAME = "highlight_reel.mp4"
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def _write_reel(path: str | os.PathLike, windows: list[tuple[float, float]], target: Path,
+                options: AnalysisOptions, cancel_event: threading.Event | None,
+                progress: Callable[[float], None]) -> None:
+    """Cut the windows (in time order) out of the video into an H.264 MP4 browsers can play."""
+    import av  # imported here: only reels need it, and it is a heavy import
+
+    try:
+        source = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(f"the video cannot be reopened for the reel: {exc}") from exc
+    try:
+        stream = source.streams.video[0]
+        stream.thread_type = "AUTO"
+        width, height = stream.codec_context.width, stream.codec_context.height
+        scale = min(1.0, options.reel_max_height / max(1, min(width, height)))
+        out_w, out_h = _even(width * scale), _even(height * scale)
+        rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+        rate = Fraction(rate).limit_denominator(1001)
+        with av.open(str(target), mode="w", options={"movflags": "+faststart"}) as sink:
+            encoder = sink.add_stream("libx264", rate=rate)
+            encoder.width, encoder.height, encoder.pix_fmt = out_w, out_h, "yuv420p"
+            encoder.options = {"preset": "veryfast", "crf": "23"}
+            pts = 0
+            total = sum(end - start for start, end in windows) or 1.0
+            done = 0.0
+            for start, end in sorted(windows):
+                seek_to = int(start / stream.time_base) if stream.time_base else 0
+                source.seek(max(0, seek_to), stream=stream, backward=True)
+                for frame in source.decode(stream):
+                    if cancel_event is not None and cancel_event.is_set():
+                        raise AnalysisCancelled("analysis cancelled")
+                    t = frame.time
+                    if t is None or t < start - 1e-3:
+                        continue
+                    if t >= end:
+                        break
+                    image = frame.reformat(width=out_w, height=out_h, format="yuv420p")
+                    image.pts = pts
+                    image.time_base = Fraction(1) / rate
+                    pts += 1
+                    for packet in encoder.encode(image):
+                        sink.mux(packet)
+                    progress(min(1.0, (done + t - start) / total))
+                done += end - start
+            for packet in encoder.encode():
+                sink.mux(packet)
+    except av.FFmpegError as exc:
+        raise VideoDecodeError(f"writing the highlight reel failed: {exc}") from exc
+    finally:
+        source.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The public engine
+# --------------------------------------------------------------------------------------------
+
+
+class RailwayVideoGenerator:
+    """Analyse workout videos: highlights, sets and reps, and an optional highlight reel."""
+
+    def __init__(self, options: AnalysisOptions | None = None) -> None:
+        self.options = options or AnalysisOptions()
+
+    def generate_highlights(self, video_path: str | os.PathLike,
+                            progress_callback: ProgressCallback | None = None,
+                            **kwargs) -> AnalysisResult:
+        """The most intense moments of the video. Same keyword arguments as `analyze`."""
+        return self.analyze(video_path, "highlights", progress_callback, **kwargs)
+
+    def analyze_workout_with_timestamps(self, video_path: str | os.PathLike,
+                                        progress_callback: ProgressCallback | None = None,
+                                        **kwargs) -> AnalysisResult:
+        """Sets, rests, reps with their times. Same keyword arguments as `analyze`."""
+        return self.analyze(video_path, "workout", progress_callback, **kwargs)
+
+    def analyze(self, video_path: str | os.PathLike, analysis_type: str = "highlights",
+                progress_callback: ProgressCallback | None = None, *,
+                cancel_event: threading.Event | None = None,
+                output_dir: str | os.PathLike | None = None,
+                options: AnalysisOptions | None = None) -> AnalysisResult:
+        """Analyse a video in one decoding pass (plus a second, partial one for a reel).
+
+        Args:
+            video_path: the video file.
+            analysis_type: "highlights", "workout" or "full" (both from the same pass).
+            progress_callback: called with (percent, message) per segment; percent never goes
+                down and ends at exactly 100.
+            cancel_event: checked every frame; once set the analysis raises AnalysisCancelled.
+            output_dir: where thumbnails and the reel are written; without it none are.
+            options: overrides the generator's options for this call.
+
+        Returns:
+            The analysis result; artifact references are file names inside `output_dir`.
+
+        Raises:
+            ValueError: unknown analysis_type.
+            InvalidVideo: the file cannot be opened or its first frame decoded.
+            VideoDecodeError: decoding failed part-way.
+            AnalysisCancelled: `cancel_event` was set.
+        """
+        if analysis_type not in ANALYSIS_TYPES:
+            raise ValueError(f"analysis_type must be one of {', '.join(ANALYSIS_TYPES)}, "
+                             f"got {analysis_type!r}")
+        options = options or self.options
+        began = time.perf_counter()
+        want_highlights = analysis_type in ("highlights", "full")
+        want_workout = analysis_type in ("workout", "full")
+        out_dir = Path(output_dir) if output_dir is not None else None
+        want_reel = options.reel and want_highlights and out_dir is not None
+
+        capture = _open_capture(video_path)
+        try:
+            frame, fps, count = _first_frame(capture)
+            progress = _Progress(progress_callback, options.segment_seconds,
+                                 count / fps if count > 0 else 60.0, 85 if want_reel else 95)
+            scan = _scan_video(options, progress, cancel_event,
+                               want_highlights and out_dir is not None, capture, frame, fps)
+        finally:
+            capture.release()
+
+        duration = scan.frames / scan.fps
+        info = VideoInfo(round(duration, 2), round(scan.fps, 3), scan.width, scan.height,
+                         scan.frames)
+        logger.info("decoded %s frames (container said %s), %s samples", scan.frames, count,
+                    len(scan.times))
+        times = np.asarray(scan.times, dtype=np.float64)
+        energy = np.asarray(scan.energy, dtype=np.float64)
+        pose = np.stack(scan.pose) if scan.pose else np.zeros((0, options.projection_dims))
+        grid, energy_u = _resample(times, energy, options.sample_fps)
+        cut_u = np.zeros(grid.size, dtype=bool)
+        cut_u[np.clip(np.searchsorted(grid, times[np.asarray(scan.cut, dtype=bool)]), 0,
+                      grid.size - 1)] = True
+        progress.report(progress._ceiling, "Finding sets and highlights")
+
+        workout = None
+        if want_workout:
+            _, pose_u = _resample(times, pose, options.sample_fps)
+            workout = _workout(grid, energy_u, pose_u, duration, options)
+
+        highlights = None
+        artifacts: list[str] = []
+        reel_name = None
+        if want_highlights:
+            windows = _highlight_windows(grid, energy_u, cut_u, duration, options)
+            highlights = []
+            for rank, (start, end, score, reason, peak) in enumerate(windows, 1):
+                name = None
+                if out_dir is not None:
+                    jpeg = _pick_thumbnail(scan.thumbs, start, end, peak)
+                    if jpeg is not None:
+                        name = f"highlight_{rank}.jpg"
+                        (out_dir / name).write_bytes(jpeg)
+                        artifacts.append(name)
+                highlights.append(Highlight(start, end, score, reason, peak, name))
+            if want_reel and highlights:
+                assert out_dir is not None
+                ceiling = progress._ceiling
+
+                def reel_progress(fraction: float) -> None:
+                    if cancel_event is not None and cancel_event.is_set():
+                        raise AnalysisCancelled("analysis cancelled")
+                    progress.report(ceiling + int((99 - ceiling) * fraction),
+                                    "Writing highlight reel")
+
+                _write_reel(video_path, [(h.start, h.end) for h in highlights],
+                            out_dir / REEL_NAME, options, cancel_event, reel_progress)
+                reel_name = REEL_NAME
+                artifacts.append(REEL_NAME)
+
+        progress.report(100, "Analysis complete")
+        return AnalysisResult(analysis_type, info, highlights, workout, reel_name,
+                              round(time.perf_counter() - began, 3), artifacts)
+

@@ -1,0 +1,177 @@
+"""Tests of the analysis engine: signal pieces on synthetic signals, then real generated clips."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import railway_video_generator as engine
+from railway_video_generator import (
+    AnalysisCancelled,
+    AnalysisOptions,
+    InvalidVideo,
+    RailwayVideoGenerator,
+    probe_video,
+)
+from tests.synthetic import SetSpec, WorkoutSpec, make_video, make_workout_video
+
+RATE = 10.0
+
+
+def _sine_pose(seconds: float, period: float, dims: int = 8, noise: float = 0.0,
+               seed: int = 0) -> np.ndarray:
+    """A multichannel signal that repeats every `period` seconds, sampled at RATE."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 1 / RATE)
+    phases = rng.uniform(0, 2 * np.pi, dims)
+    pose = np.stack([np.sin(2 * np.pi * t / period + p) for p in phases], axis=1)
+    return pose + noise * rng.standard_normal(pose.shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Signal pieces
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("period", [0.6, 1.0, 2.5, 5.5])
+def test_local_period_finds_the_repetition_period(period: float) -> None:
+    pose = _sine_pose(40, period, noise=0.1)
+    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
+    lags, strength = engine._local_period(similarity, min_lag=5, max_lag=70)
+    middle = slice(len(pose) // 2 - 20, len(pose) // 2 + 20)
+    assert np.median(lags[middle]) / RATE == pytest.approx(period, abs=0.11)
+    assert np.median(strength[middle]) > 0.8
+
+
+def test_local_period_does_not_report_twice_the_period() -> None:
+    pose = _sine_pose(40, 1.2, noise=0.05)
+    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
+    lags, _ = engine._local_period(similarity, min_lag=5, max_lag=70)
+    assert np.median(lags[100:300]) == 12
+
+
+def test_smooth_random_motion_is_not_periodic() -> None:
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(rng.standard_normal((400, 8)), axis=0)
+    pose = np.stack([engine._gaussian_smooth(walk[:, k], 4) for k in range(8)], axis=1)
+    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
+    _, strength = engine._local_period(similarity, min_lag=5, max_lag=70)
+    assert np.mean(strength > 0.45) < 0.1
+
+
+def test_hysteresis_counts_one_peak_per_cycle_despite_noise() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 20, 0.1)
+    signal = np.sin(2 * np.pi * t / 2.0) + 0.2 * rng.standard_normal(t.size)
+    assert len(engine._hysteresis_peaks(signal, -0.3, 0.3)) == 10
+
+
+def test_hysteresis_ignores_wiggles_that_never_cross_both_levels() -> None:
+    signal = np.array([0, 0.5, 0.2, 0.5, 0.2, 0.5, 0, 0], dtype=float)
+    assert engine._hysteresis_peaks(signal, 0.1, 0.4) == [1]
+
+
+def test_runs_and_gap_closing_segment_a_mask() -> None:
+    mask = np.array([0, 1, 1, 0, 1, 1, 0, 0, 0, 1], dtype=bool)
+    assert engine._runs(mask) == [(1, 3), (4, 6), (9, 10)]
+    assert engine._runs(engine._close_gaps(mask, 1)) == [(1, 6), (9, 10)]
+
+
+def test_find_sets_separates_two_sets_from_still_rest() -> None:
+    rest = np.zeros((60, 8))
+    first = _sine_pose(12, 2.0, seed=1) * 10
+    second = _sine_pose(8, 1.0, seed=2) * 10
+    pose = np.concatenate([rest, first, rest, second, rest])
+    pose += 0.05 * np.random.default_rng(0).standard_normal(pose.shape)
+    energy = np.where(np.abs(pose).sum(axis=1) > 1, 0.05, 0.0)
+    times = np.arange(len(pose)) / RATE
+    sets = engine._find_sets(times, energy, pose, AnalysisOptions())
+    assert len(sets) == 2
+    assert sets[0].start == pytest.approx(6.0, abs=1.0) and sets[0].end == pytest.approx(18, abs=1)
+    assert sets[1].start == pytest.approx(24.0, abs=1.0) and sets[1].end == pytest.approx(32, abs=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Options and the public surface
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value", [("segment_seconds", 0.5), ("max_highlights", 21),
+                                          ("highlight_seconds", 31), ("sample_fps", 1),
+                                          ("max_highlights", 2.5), ("reel", "yes"),
+                                          ("sample_fps", float("nan"))])
+def test_options_out_of_bounds_are_refused_with_the_field_name(field: str, value) -> None:
+    with pytest.raises(ValueError, match=field):
+        AnalysisOptions(**{field: value})
+
+
+def test_probe_describes_a_real_video(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=2.0, fps=25.0, size=(320, 240))
+    info = probe_video(path)
+    assert (info.width, info.height, info.fps) == (320, 240, 25.0)
+    assert info.frame_count == 50 and info.duration == 2.0
+
+
+def test_probe_refuses_bytes_that_are_not_a_video(tmp_path: Path) -> None:
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(b"this is not a video" * 100)
+    with pytest.raises(InvalidVideo):
+        probe_video(path)
+
+
+def test_unknown_analysis_type_is_a_value_error(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=1.0)
+    with pytest.raises(ValueError, match="analysis_type"):
+        RailwayVideoGenerator().analyze(path, "dance")
+
+
+def test_progress_is_monotonic_per_segment_and_ends_at_100(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=6.0, fps=20.0)
+    seen: list[tuple[int, str]] = []
+    RailwayVideoGenerator(AnalysisOptions(segment_seconds=1.0)).analyze(
+        path, "full", lambda p, m: seen.append((p, m)))
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents) and percents[-1] == 100
+    assert "Analyzing segment 6/6" in [m for _, m in seen]
+
+
+def test_cancelling_stops_the_analysis_quickly(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=20.0, fps=30.0)
+    cancel = threading.Event()
+    stopped_at: list[float] = []
+
+    def progress(percent: int, message: str) -> None:
+        if percent > 0 and not cancel.is_set():
+            cancel.set()
+            stopped_at.append(time.perf_counter())
+
+    with pytest.raises(AnalysisCancelled):
+        RailwayVideoGenerator().analyze(path, "full", progress, cancel_event=cancel)
+    assert time.perf_counter() - stopped_at[0] < 0.5
+
+
+def test_highlights_come_with_thumbnails_in_the_output_dir(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=12.0, motion="random")
+    result = RailwayVideoGenerator().generate_highlights(path, output_dir=tmp_path)
+    assert result.analysis_type == "highlights" and result.workout is None
+    assert result.highlights and len(result.highlights) <= 5
+    for h in result.highlights:
+        assert 0 <= h.start < h.end <= result.video.duration and 0 <= h.score <= 1
+        assert (tmp_path / h.thumbnail).read_bytes()[:2] == b"\xff\xd8"
+    assert sorted(result.artifacts) == sorted(h.thumbnail for h in result.highlights)
+
+
+def test_a_workout_clip_gets_its_sets_and_reps(tmp_path: Path) -> None:
+    spec = WorkoutSpec((SetSpec("squat", 6, 2.0), SetSpec("jumping_jack", 8, 1.0)), seed=11,
+                       rest=(3.0, 4.0), shake=0.5)
+    truth = make_workout_video(tmp_path / "w.mp4", spec)
+    result = RailwayVideoGenerator().analyze_workout_with_timestamps(truth.path)
+    active = [s for s in result.workout.segments if s.kind == "active"]
+    assert [s.reps for s in active] == [6, 8]
+    for found, true in zip(active, truth.sets, strict=True):
+        assert abs(found.start - true.start) <= 1.0 and abs(found.end - true.end) <= 1.0
+    assert result.workout.total_reps == 14
