@@ -28,8 +28,13 @@ test: install-dev
 lint: install-dev
 	$(PY) -m ruff check .
 
-bench: install-dev
-	$(PY) -m bench
+$(VENV)/.bench: $(VENV)/.dev requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+# `make bench BENCH_ARGS=--quick` for a smoke run (under 2 minutes).
+bench: $(VENV)/.bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) storage
