@@ -1,0 +1,551 @@
+"use strict";
+/*
+ * The reference client of the workout video analysis API, in plain JavaScript.
+ *
+ * Upload (XMLHttpRequest, for its upload progress) → follow the analysis over Server-Sent Events
+ * (GET /events/{id}) → results. Cancel and Clean up call their endpoints. Everything the server
+ * sends is put on the page with textContent, never as HTML.
+ *
+ * An API key, when the server wants one, goes in the X-API-Key header. EventSource, <img> and
+ * <video> cannot send headers, so with a key the page reads the event stream with fetch() and
+ * loads thumbnails and the reel as blobs.
+ */
+
+const API = "/api/v1/video";
+const KEY_STORAGE = "workout-analysis.api-key";
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const NETWORK_ERROR = "Could not reach the server. Check your connection and try again.";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  form: $("upload-form"),
+  file: $("video-file"),
+  analysisType: $("analysis-type"),
+  reel: $("make-reel"),
+  apiKey: $("api-key"),
+  uploadButton: $("upload-button"),
+  progressCard: $("progress-card"),
+  uploadProgress: $("upload-progress"),
+  uploadText: $("upload-text"),
+  analysisProgress: $("analysis-progress"),
+  analysisText: $("analysis-text"),
+  status: $("status"),
+  cancel: $("cancel-button"),
+  cleanup: $("cleanup-button"),
+  error: $("error"),
+  results: $("results"),
+  summary: $("summary"),
+  player: $("player"),
+  playerNote: $("player-note"),
+  highlightsBlock: $("highlights-block"),
+  highlights: $("highlights"),
+  workoutBlock: $("workout-block"),
+  timeline: $("timeline"),
+  axis: $("timeline-axis"),
+  setsBody: document.querySelector("#sets tbody"),
+  reelBlock: $("reel-block"),
+  reelPlayer: $("reel"),
+};
+
+const state = {
+  sessionId: null,
+  upload: null, // the XMLHttpRequest while an upload is under way
+  events: null, // { close() } while the event stream is open
+  videoUrl: null, // object URL of the chosen file: the server deletes its copy after analysis
+  blobUrls: [], // object URLs of artifacts fetched with the API key
+  duration: 0,
+};
+
+// -- errors in plain words --------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** A sentence for the person in front of the page, from an HTTP status and the API's detail. */
+function describeError(status, detail, retryAfter) {
+  if (status === 0) return NETWORK_ERROR;
+  if (status === 401) return "The server needs an API key. Enter it under Settings and try again.";
+  if (status >= 500 && status !== 503 && status !== 507) {
+    return "Something went wrong on the server. Please try again in a moment.";
+  }
+  let text = typeof detail === "string" && detail ? detail : `The server refused the request (HTTP ${status}).`;
+  if (!/[.!?)]$/.test(text)) text += ".";
+  if (status === 429 && retryAfter) text += ` Try again in about ${retryAfter} seconds.`;
+  return text;
+}
+
+async function errorFrom(response) {
+  let detail = null;
+  try {
+    detail = (await response.json()).detail;
+  } catch {
+    // not JSON: the status alone will do
+  }
+  return new ApiError(response.status, describeError(response.status, detail, response.headers.get("Retry-After")));
+}
+
+function showError(message) {
+  els.error.textContent = message;
+  els.error.hidden = false;
+}
+
+function clearError() {
+  els.error.textContent = "";
+  els.error.hidden = true;
+}
+
+// -- HTTP -------------------------------------------------------------------------------------
+
+function apiKey() {
+  return els.apiKey.value.trim();
+}
+
+function authHeaders() {
+  const key = apiKey();
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function api(method, path) {
+  let response;
+  try {
+    response = await fetch(`${API}${path}`, { method, headers: authHeaders() });
+  } catch {
+    throw new ApiError(0, NETWORK_ERROR);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
+
+/** A URL the page can put in src: the artifact itself, or a blob of it when a key is needed. */
+async function artifactSrc(url) {
+  if (!apiKey()) return url;
+  const response = await fetch(url, { headers: authHeaders() });
+  if (!response.ok) throw await errorFrom(response);
+  const blobUrl = URL.createObjectURL(await response.blob());
+  state.blobUrls.push(blobUrl);
+  return blobUrl;
+}
+
+function uploadVideo(file, analysisType, params) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    state.upload = xhr;
+    xhr.open("POST", `${API}/upload`);
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (event) => {
+      if (event.lengthComputable) setUploadProgress((100 * event.loaded) / event.total);
+    };
+    xhr.onload = () => {
+      state.upload = null;
+      if (xhr.status === 202) {
+        setUploadProgress(100);
+        resolve(xhr.response);
+      } else {
+        const detail = xhr.response && xhr.response.detail;
+        reject(new ApiError(xhr.status, describeError(xhr.status, detail, xhr.getResponseHeader("Retry-After"))));
+      }
+    };
+    xhr.onerror = () => {
+      state.upload = null;
+      // The server closes the connection on a file over its size limit before reading it all.
+      reject(new ApiError(0, "The upload did not reach the server: the connection dropped, or the file is larger than the server accepts."));
+    };
+    xhr.onabort = () => {
+      state.upload = null;
+      reject(new ApiError(-1, "Upload cancelled."));
+    };
+    const form = new FormData();
+    form.append("analysis_type", analysisType);
+    form.append("params", JSON.stringify(params));
+    form.append("video", file);
+    xhr.send(form);
+  });
+}
+
+// -- the event stream -------------------------------------------------------------------------
+
+function followEvents(sessionId) {
+  stopEvents();
+  const url = `${API}/events/${encodeURIComponent(sessionId)}`;
+  const handle = (type, data) => {
+    if (sessionId !== state.sessionId) return;
+    if (type === "gone") {
+      stopEvents();
+      sessionGone();
+    } else if (type === "message") {
+      onStatus(JSON.parse(data));
+    }
+  };
+  if (!apiKey()) {
+    const source = new EventSource(url);
+    state.events = { close: () => source.close() };
+    source.onmessage = (event) => handle("message", event.data);
+    source.addEventListener("gone", (event) => handle("gone", event.data));
+    source.onerror = () => {
+      // CLOSED: the server refused the stream (the session is gone, say); otherwise the
+      // browser is already reconnecting by itself.
+      if (source.readyState === EventSource.CLOSED) recoverStream(sessionId);
+      else setStatusText("Connection lost; reconnecting…");
+    };
+  } else {
+    const controller = new AbortController();
+    state.events = { close: () => controller.abort() };
+    readEventStream(url, handle, controller.signal).then(
+      () => { if (state.events && sessionId === state.sessionId) recoverStream(sessionId); },
+      (error) => { if (error.name !== "AbortError") recoverStream(sessionId, error); },
+    );
+  }
+}
+
+/** EventSource's parsing, over fetch() so that the request can carry the API key. */
+async function readEventStream(url, onEvent, signal) {
+  const response = await fetch(url, { headers: authHeaders(), signal });
+  if (!response.ok) throw await errorFrom(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let type = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue; // a heartbeat
+        const colon = line.indexOf(":");
+        const name = colon < 0 ? line : line.slice(0, colon);
+        const field = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (name === "event") type = field;
+        else if (name === "data") data.push(field);
+      }
+      if (data.length) onEvent(type, data.join("\n"));
+    }
+  }
+}
+
+function stopEvents() {
+  if (state.events) state.events.close();
+  state.events = null;
+}
+
+/** The stream stopped without a final status: ask once, and follow again if still running. */
+async function recoverStream(sessionId, error) {
+  stopEvents();
+  if (sessionId !== state.sessionId) return;
+  try {
+    const status = await api("GET", `/status/${encodeURIComponent(sessionId)}`);
+    onStatus(status);
+    if (!TERMINAL.has(status.status)) setTimeout(() => {
+      if (sessionId === state.sessionId && !state.events) followEvents(sessionId);
+    }, 2000);
+  } catch (statusError) {
+    if (statusError.status === 404) sessionGone();
+    else showError((error || statusError).message);
+  }
+}
+
+// -- progress and status ----------------------------------------------------------------------
+
+function setUploadProgress(percent) {
+  const value = Math.round(percent);
+  els.uploadProgress.value = value;
+  els.uploadText.textContent = `${value} %`;
+}
+
+function setAnalysisProgress(percent) {
+  els.analysisProgress.value = percent;
+  els.analysisText.textContent = `${percent} %`;
+}
+
+function setStatus(status, text) {
+  els.status.dataset.status = status;
+  setStatusText(text);
+}
+
+function setStatusText(text) {
+  els.status.textContent = text;
+}
+
+function onStatus(s) {
+  if (s.sessionId !== state.sessionId) return;
+  setAnalysisProgress(s.progress);
+  const text = {
+    queued: s.queuePosition ? `Waiting for a free worker (number ${s.queuePosition} in line).` : "Waiting for a free worker.",
+    processing: `Analysing: ${s.message}.`,
+    completed: "Analysis complete.",
+    failed: "The analysis failed.",
+    cancelled: "Analysis cancelled.",
+  }[s.status] || s.message;
+  setStatus(s.status, text);
+  els.cancel.disabled = TERMINAL.has(s.status);
+  if (!TERMINAL.has(s.status)) return;
+  stopEvents();
+  if (s.status === "completed") {
+    loadResults(s.sessionId);
+  } else if (s.status === "failed") {
+    showError(`The analysis failed: ${s.error || "no reason was given"}. Try another video.`);
+  }
+}
+
+function sessionGone() {
+  setStatus("gone", "This session no longer exists on the server.");
+  els.cancel.disabled = true;
+  els.cleanup.disabled = true;
+  state.sessionId = null;
+}
+
+// -- actions ----------------------------------------------------------------------------------
+
+async function onSubmit(event) {
+  event.preventDefault();
+  clearError();
+  const file = els.file.files[0];
+  if (!file) {
+    showError("Choose a video file first.");
+    els.file.focus();
+    return;
+  }
+  resetSession();
+  state.videoUrl = URL.createObjectURL(file);
+  els.progressCard.hidden = false;
+  setUploadProgress(0);
+  setAnalysisProgress(0);
+  setStatus("uploading", `Uploading ${file.name}…`);
+  els.cancel.disabled = false;
+  els.uploadButton.disabled = true;
+  const params = els.reel.checked ? { reel: true } : {};
+  try {
+    const answer = await uploadVideo(file, els.analysisType.value, params);
+    state.sessionId = answer.sessionId;
+    els.cleanup.disabled = false;
+    setStatus(answer.status, "Uploaded. Waiting for the analysis to start.");
+    followEvents(answer.sessionId);
+  } catch (error) {
+    els.cancel.disabled = true;
+    if (error.status === -1) {
+      setStatus("idle", error.message);
+    } else {
+      setStatus("error", "The upload failed.");
+      showError(error.message);
+    }
+  } finally {
+    els.uploadButton.disabled = false;
+  }
+}
+
+async function onCancel() {
+  clearError();
+  if (state.upload) {
+    state.upload.abort();
+    return;
+  }
+  if (!state.sessionId) return;
+  const sessionId = state.sessionId;
+  els.cancel.disabled = true;
+  try {
+    const answer = await api("POST", `/cancel/${encodeURIComponent(sessionId)}`);
+    stopEvents();
+    setStatus(answer.status, "Analysis cancelled.");
+  } catch (error) {
+    showError(error.message);
+    if (error.status === 404) sessionGone();
+    else els.cancel.disabled = error.status === 409;
+  }
+}
+
+async function onCleanup() {
+  clearError();
+  if (!state.sessionId) return;
+  const sessionId = state.sessionId;
+  els.cleanup.disabled = true;
+  try {
+    await api("DELETE", `/cleanup/${encodeURIComponent(sessionId)}`);
+    resetSession();
+    setStatus("cleaned", "The session and its files were deleted from the server.");
+  } catch (error) {
+    if (error.status === 404) {
+      resetSession();
+      sessionGone();
+    } else {
+      els.cleanup.disabled = false;
+      showError(error.message);
+    }
+  }
+}
+
+/** Forget the current session on this page (the server is not told: see onCleanup). */
+function resetSession() {
+  stopEvents();
+  state.sessionId = null;
+  els.cancel.disabled = true;
+  els.cleanup.disabled = true;
+  els.results.hidden = true;
+  for (const player of [els.player, els.reelPlayer]) {
+    player.pause();
+    player.removeAttribute("src");
+    player.load();
+  }
+  for (const url of state.blobUrls) URL.revokeObjectURL(url);
+  state.blobUrls = [];
+  if (state.videoUrl) URL.revokeObjectURL(state.videoUrl);
+  state.videoUrl = null;
+}
+
+// -- results ----------------------------------------------------------------------------------
+
+async function loadResults(sessionId) {
+  try {
+    const answer = await api("GET", `/results/${encodeURIComponent(sessionId)}`);
+    if (sessionId !== state.sessionId) return;
+    await renderResults(answer.data);
+  } catch (error) {
+    showError(`The results could not be shown: ${error.message}`);
+  }
+}
+
+function formatTime(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  const rest = (seconds - 60 * minutes).toFixed(1).padStart(4, "0");
+  return `${minutes}:${rest}`;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "style") Object.assign(node.style, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function seek(seconds) {
+  els.player.currentTime = seconds;
+  els.player.play().catch(() => { /* the format may not play here; the seek still shows */ });
+  els.player.scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
+async function renderResults(data) {
+  const { video } = data;
+  state.duration = video.duration;
+  const parts = [`${formatTime(video.duration)} of video, ${video.width} × ${video.height}`];
+  if (data.workout) {
+    const sets = data.workout.segments.filter((s) => s.kind === "active").length;
+    parts.push(`${data.workout.total_reps} repetitions in ${sets} ${sets === 1 ? "set" : "sets"}`);
+  }
+  if (data.highlights) parts.push(`${data.highlights.length} highlights`);
+  parts.push(`analysed in ${data.processing_time.toFixed(1)} s`);
+  els.summary.textContent = `${parts.join(" · ")}.`;
+
+  els.playerNote.hidden = true;
+  els.player.src = state.videoUrl;
+
+  els.highlightsBlock.hidden = !data.highlights;
+  if (data.highlights) await renderHighlights(data.highlights);
+  els.workoutBlock.hidden = !data.workout;
+  if (data.workout) renderWorkout(data.workout, video.duration);
+  els.reelBlock.hidden = !data.reel_url;
+  if (data.reel_url) els.reelPlayer.src = await artifactSrc(data.reel_url);
+
+  els.results.hidden = false;
+}
+
+async function renderHighlights(highlights) {
+  els.highlights.replaceChildren();
+  if (!highlights.length) {
+    els.highlights.append(el("li", { class: "empty" }, "No highlights found in this video."));
+    return;
+  }
+  for (const [i, h] of highlights.entries()) {
+    const when = `${formatTime(h.start)} – ${formatTime(h.end)}`;
+    const image = el("img", { alt: "", width: "160", height: "90" });
+    if (h.thumbnail_url) image.src = await artifactSrc(h.thumbnail_url);
+    const button = el(
+      "button",
+      { type: "button", class: "highlight", "aria-label": `Play highlight ${i + 1}, ${when}`, onclick: () => seek(h.start) },
+      image,
+      el("span", { class: "when" }, when),
+      el("span", { class: "why" }, `${h.reason.replaceAll("_", " ")} · score ${h.score.toFixed(2)}`),
+    );
+    els.highlights.append(el("li", {}, button));
+  }
+}
+
+function renderWorkout(workout, duration) {
+  const percent = (t) => `${Math.min(100, Math.max(0, (100 * t) / (duration || 1)))}%`;
+  els.timeline.replaceChildren();
+  els.setsBody.replaceChildren();
+  let setNumber = 0;
+  for (const segment of workout.segments) {
+    const span = `${formatTime(segment.start)} to ${formatTime(segment.end)}`;
+    const style = { left: percent(segment.start), width: `calc(${percent(segment.end - segment.start)} - 1px)` };
+    if (segment.kind === "rest") {
+      els.timeline.append(el("div", { class: "segment rest", style, title: `Rest, ${span}` }));
+      continue;
+    }
+    setNumber += 1;
+    const label = `Set ${setNumber}`;
+    els.timeline.append(el("button", {
+      type: "button",
+      class: "segment active",
+      style,
+      title: `${label}: ${span}, ${segment.reps} reps`,
+      "aria-label": `Play ${label}, ${span}, ${segment.reps} reps`,
+      onclick: () => seek(segment.start),
+    }));
+    for (const t of segment.rep_times) {
+      els.timeline.append(el("span", { class: "rep-tick", style: { left: percent(t) }, "aria-hidden": "true" }));
+    }
+    const tempo = segment.tempo == null ? "—" : `${segment.tempo.toFixed(1)} /min`;
+    const intensity = Math.round(segment.intensity * 100);
+    els.setsBody.append(el("tr", {},
+      el("th", { scope: "row" }, el("button", { type: "button", class: "link", onclick: () => seek(segment.start) }, label)),
+      el("td", {}, formatTime(segment.start)),
+      el("td", {}, formatTime(segment.end)),
+      el("td", { class: "num" }, String(segment.reps)),
+      el("td", { class: "num" }, tempo),
+      el("td", {},
+        el("meter", { min: "0", max: "1", value: String(segment.intensity), "aria-label": `${intensity} %` }),
+        ` ${intensity} %`),
+    ));
+  }
+  if (!setNumber) {
+    els.setsBody.append(el("tr", {}, el("td", { colspan: "6", class: "empty" }, "No sets found in this video.")));
+  }
+  els.timeline.append(el("span", { class: "playhead", "aria-hidden": "true" }));
+  els.axis.replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map((f) =>
+    el("span", { style: { left: `${100 * f}%` } }, formatTime(f * duration))));
+}
+
+// -- wiring -----------------------------------------------------------------------------------
+
+els.player.addEventListener("timeupdate", () => {
+  const playhead = els.timeline.querySelector(".playhead");
+  if (playhead && state.duration) {
+    playhead.style.left = `${Math.min(100, (100 * els.player.currentTime) / state.duration)}%`;
+  }
+});
+els.player.addEventListener("error", () => {
+  if (!els.player.getAttribute("src")) return;
+  els.playerNote.textContent = "This browser cannot play this video's format; the times below still apply.";
+  els.playerNote.hidden = false;
+});
+
+els.apiKey.value = localStorage.getItem(KEY_STORAGE) || "";
+els.apiKey.addEventListener("change", () => {
+  if (apiKey()) localStorage.setItem(KEY_STORAGE, apiKey());
+  else localStorage.removeItem(KEY_STORAGE);
+});
+els.form.addEventListener("submit", onSubmit);
+els.cancel.addEventListener("click", onCancel);
+els.cleanup.addEventListener("click", onCleanup);

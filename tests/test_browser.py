@@ -1,0 +1,289 @@
+"""The reference page at `/`, driven in Debian's chromium by Playwright against a real server.
+
+The server is `python -m uvicorn app:app` in a subprocess on a loopback socket; the clips are
+written by `tests.synthetic` and really analysed. Set BROWSER_SCREENSHOT=docs/screenshot.png to
+save the results page while the tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.synthetic import make_video
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real service on a free loopback port; its base URL."""
+    folder = tmp_path_factory.mktemp("server")
+    env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
+    env |= {"STORAGE_DIR": str(folder / "storage"), "MAX_WORKERS": "2", "PYTHONUNBUFFERED": "1"}
+    # uvicorn takes the listening socket itself (--fd): no race for a port picked in advance.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    log_path = folder / "server.log"
+    with listener, log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app:app", "--fd", str(listener.fileno())],
+            cwd=ROOT,
+            env=env,
+            pass_fds=[listener.fileno()],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if get_json(f"{base}/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    context = browser.new_context(base_url=server, viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def to_h264(source: Path, target: Path) -> Path:
+    """Re-encode a clip as H.264, which browsers play (OpenCV writes only MPEG-4 Part 2)."""
+    import av
+
+    capture = cv2.VideoCapture(str(source))
+    fps = round(capture.get(cv2.CAP_PROP_FPS)) or 30
+    try:
+        with av.open(str(target), "w", options={"movflags": "+faststart"}) as container:
+            stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
+            stream.pix_fmt = "yuv420p"
+            stream.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            stream.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                video_frame = av.VideoFrame.from_ndarray(frame, format="bgr24")
+                container.mux(stream.encode(video_frame))
+            container.mux(stream.encode())
+    finally:
+        capture.release()
+    return target
+
+
+@pytest.fixture(scope="module")
+def workout_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 25 s: rest, a set of squats, rest, a set of jumping jacks, rest; in H.264."""
+    folder = tmp_path_factory.mktemp("clips")
+    try:
+        from tests.synthetic import SetSpec, WorkoutSpec, make_workout_video
+    except ImportError:  # the articulated figure is newer than the block
+        raw = make_video(folder / "raw.mp4", seconds=20, motion="periodic", period=1.2)
+    else:
+        spec = WorkoutSpec(
+            sets=(SetSpec("squat", 6, 1.2), SetSpec("jumping_jack", 8, 0.9)),
+            size=(480, 270),
+            rest=(2.5, 3.5),
+        )
+        raw = make_workout_video(folder / "raw.mp4", spec).path
+    return to_h264(raw, folder / "workout.mp4")
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four minutes at 15 fps: seconds of analysis, long enough to cancel."""
+    folder = tmp_path_factory.mktemp("long")
+    return make_video(folder / "long.mp4", seconds=240, fps=15, motion="periodic")
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_page_uploads_a_workout_and_shows_its_results(
+    page: Page, server: str, workout_clip: Path
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto("/")
+    page.set_input_files("#video-file", workout_clip)
+    page.select_option("#analysis-type", "full")
+    page.check("#make-reel")
+    page.click("#upload-button")
+
+    expect(page.locator("#results")).to_be_visible(timeout=30_000)
+    expect(page.locator("#status")).to_have_attribute("data-status", "completed")
+    assert page.eval_on_selector("#upload-progress", "e => e.value") == 100
+    assert page.eval_on_selector("#analysis-progress", "e => e.value") == 100
+    expect(page.locator("#error")).to_be_hidden()
+
+    # Progress came over the event stream, not by polling the status endpoint.
+    events = [url for url in requests if "/api/v1/video/events/" in url]
+    assert len(events) == 1 and not [url for url in requests if "/video/status/" in url]
+    session_id = events[0].rsplit("/", 1)[1]
+    code, answer = get_json(f"{server}/api/v1/video/results/{session_id}")
+    assert code == 200
+    data = answer["data"]
+    segments = data["workout"]["segments"]
+    sets = [s for s in segments if s["kind"] == "active"]
+    assert data["highlights"] and sets, "the clip should give highlights and at least one set"
+
+    # Highlights: one thumbnail each, really loaded from the artifacts endpoint.
+    thumbnails = page.locator("#highlights img")
+    expect(thumbnails).to_have_count(len(data["highlights"]))
+    page.wait_for_function(
+        "[...document.querySelectorAll('#highlights img')].every(i => i.complete)"
+    )
+    widths = thumbnails.evaluate_all("images => images.map(i => i.naturalWidth)")
+    assert all(width > 0 for width in widths)
+
+    # The timeline: a bar per set and per rest, a tick per repetition.
+    expect(page.locator("#timeline .segment.active")).to_have_count(len(sets))
+    expect(page.locator("#timeline .segment.rest")).to_have_count(len(segments) - len(sets))
+    expect(page.locator("#timeline .rep-tick")).to_have_count(sum(s["reps"] for s in sets))
+    assert data["workout"]["total_reps"] > 0
+
+    # The set table: a row per set with its start, end, reps, tempo and intensity.
+    rows = page.locator("#sets tbody tr")
+    expect(rows).to_have_count(len(sets))
+    first = rows.nth(0).locator("td")
+    expect(first.nth(2)).to_have_text(str(sets[0]["reps"]))
+    expect(first.nth(3)).to_have_text(f"{sets[0]['tempo']:.1f} /min")
+    expect(first.nth(4)).to_contain_text(f"{round(sets[0]['intensity'] * 100)} %")
+
+    # The player plays the local file; a highlight seeks it.
+    page.wait_for_function("document.querySelector('#player').readyState >= 1")
+    target = data["highlights"][0]["start"]
+    thumbnails.nth(0).click()
+    page.wait_for_function(
+        f"Math.abs(document.querySelector('#player').currentTime - {target}) < 1.5"
+    )
+    page.eval_on_selector("#player", "p => p.pause()")
+
+    # The reel, asked for with the checkbox, plays in its own player.
+    expect(page.locator("#reel")).to_be_visible()
+    assert page.eval_on_selector("#reel", "r => r.getAttribute('src')") == data["reel_url"]
+    page.wait_for_function("document.querySelector('#reel').readyState >= 1")
+
+    if screenshot := os.environ.get("BROWSER_SCREENSHOT"):
+        seek = "(v, t) => new Promise(r => { v.addEventListener('seeked', r, {once: true}); "
+        seek += "v.currentTime = t; })"
+        page.eval_on_selector("#player", seek, 4.0)
+        page.eval_on_selector("#reel", seek, 1.0)
+        # Chromium draws a spinner over a video until it can play on from where it stands.
+        page.wait_for_function(
+            "['#player', '#reel'].every(s => document.querySelector(s).readyState === 4)"
+        )
+        page.screenshot(path=screenshot, full_page=True)
+
+
+def test_cancel_stops_the_analysis_of_a_long_clip_and_clean_up_forgets_it(
+    page: Page, server: str, long_clip: Path
+) -> None:
+    page.goto("/")
+    page.set_input_files("#video-file", long_clip)
+    page.select_option("#analysis-type", "workout")
+    page.click("#upload-button")
+    status = page.locator("#status")
+    expect(status).to_have_attribute("data-status", "processing", timeout=15_000)
+    expect(page.locator("#cancel-button")).to_be_enabled()
+
+    page.click("#cancel-button")
+    expect(status).to_have_attribute("data-status", "cancelled")
+    expect(status).to_have_text("Analysis cancelled.")
+    expect(page.locator("#cancel-button")).to_be_disabled()
+    expect(page.locator("#results")).to_be_hidden()
+    progress = page.eval_on_selector("#analysis-progress", "e => e.value")
+    assert 0 < progress < 100
+    events = page.evaluate(
+        "performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/video/events/'))"
+    )
+    session_id = events[-1].rsplit("/", 1)[1]
+    code, answer = get_json(f"{server}/api/v1/video/status/{session_id}")
+    assert code == 200 and answer["status"] == "cancelled"
+
+    page.click("#cleanup-button")
+    expect(status).to_have_attribute("data-status", "cleaned")
+    assert get_json(f"{server}/api/v1/video/status/{session_id}")[0] == 404
+
+
+def test_an_api_error_is_shown_in_plain_words(page: Page, tmp_path: Path) -> None:
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("these are my training notes, not a video")
+    page.goto("/")
+    page.set_input_files("#video-file", not_a_video)
+    page.click("#upload-button")
+    error = page.locator("#error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("Unsupported file type: upload a video")
+    expect(page.locator("#status")).to_have_attribute("data-status", "error")
+    expect(page.locator("#cancel-button")).to_be_disabled()
