@@ -23,7 +23,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 logger = logging.getLogger(__name__)
 
 _FLUSH_BYTES = 1024 * 1024
-_HEAD_BYTES = 64
+# Enough for every container signature, MPEG-TS's third sync byte (offset 376) included.
+_HEAD_BYTES = 512
 _MAX_FIELDS = 16
 _MAX_FIELD_BYTES = 64 * 1024
 
@@ -72,7 +73,7 @@ async def receive_upload(
         dest: where the file goes; its folder must exist. Removed again on any error.
         max_bytes: the largest file accepted.
         file_field: the form field that must hold the file.
-        check_head: called once with the file's first bytes (up to 64); raising there stops
+        check_head: called once with the file's first bytes (up to 512); raising there stops
             the upload before the rest is read.
 
     Returns:

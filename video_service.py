@@ -122,8 +122,8 @@ def sniff_container(head: bytes) -> str | None:
         return ".avi"
     if head.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
         return ".mpg"
-    if head.startswith(b"\x47") and len(head) >= 1 and (len(head) < 189 or head[188] == 0x47):
-        # MPEG-TS: sync byte every 188 bytes; only the first is in a short head.
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        # MPEG-TS: a sync byte every 188 bytes ("G" alone would let GIFs and text through).
         return ".ts"
     if head.startswith(b"FLV"):
         return ".flv"

@@ -49,6 +49,9 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {
         "text.mp4": b"Not a video at all.\n" * 50,
         "image.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(2000),
+        # Starts with "G" like an MPEG-TS sync byte, and OpenCV would decode it as a video.
+        "animation.gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + bytes(2000),
+        "text_starting_with_g.mp4": b"Good morning! " * 100,
         "document.mp4": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(2000),
         "empty.mp4": b"",
         "truncated.mp4": data[: len(data) // 2],
@@ -67,6 +70,8 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 BAD = {
     "text.mp4": 415,
     "image.jpg": 415,
+    "animation.gif": 415,
+    "text_starting_with_g.mp4": 415,
     "document.mp4": 415,
     "random.mp4": 415,
     "empty.mp4": 422,
@@ -335,3 +340,43 @@ def test_racing_uploads_cancels_and_cleanups_leave_a_consistent_state(
         assert folders <= completed
         for path in stored_files(settings):
             assert path.parent.name in completed
+
+
+def _pyav_clip(path: Path, fmt: str, codec: str, seconds: float = 2.0) -> Path:
+    """A clip of a moving block in `fmt` with `codec`, written by PyAV."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(int(seconds * 25)):
+            image = np.full((120, 160, 3), 60, dtype=np.uint8)
+            image[40:80, (i * 4) % 120 : (i * 4) % 120 + 40] = 230
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "codec"),
+    [
+        ("clip.mp4", "mp4", "libx264"),
+        ("clip.mov", "mov", "mpeg4"),
+        ("clip.mkv", "matroska", "mpeg4"),
+        ("clip.webm", "webm", "libvpx"),
+        ("clip.ts", "mpegts", "mpeg2video"),
+        ("clip.mpg", "mpeg", "mpeg2video"),
+        ("clip.avi", "avi", "mpeg4"),
+        ("clip.flv", "flv", "flv"),
+        ("clip.wmv", "asf", "wmv2"),
+    ],
+)
+def test_every_container_we_name_is_accepted_and_analysed(
+    client: TestClient, tmp_path: Path, name: str, fmt: str, codec: str
+) -> None:
+    path = _pyav_clip(tmp_path / name, fmt, codec)
+    # Named and typed as nothing in particular: the bytes decide.
+    response = upload(client, path, name="upload.bin", analysis_type="full")
+    assert response.status_code == 202, response.text
+    status = wait_for(client, response.json()["sessionId"])
+    assert status["status"] == "completed", status
