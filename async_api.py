@@ -52,7 +52,10 @@ logger = logging.getLogger(__name__)
 # -- dependencies -------------------------------------------------------------------------------
 
 
-def get_service(request: Request) -> VideoService:
+# The dependencies and the status/results handlers are `async def` on purpose: they only read
+# memory, and a plain `def` would send each one to a worker thread. Under load that hand-off,
+# not the work, was the latency: every hop waits for the GIL behind the busy analysis threads.
+async def get_service(request: Request) -> VideoService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
@@ -61,7 +64,7 @@ ServiceDep = Annotated[VideoService, Depends(get_service)]
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """When API_KEY is set, the X-API-Key header must match it (compared in constant time)."""
@@ -156,7 +159,7 @@ async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
     response_model_exclude_none=True,
     responses=_errors(*_AUTH, 404),
 )
-def get_status(session_id: str, service: ServiceDep) -> StatusResponse:
+async def get_status(session_id: str, service: ServiceDep) -> StatusResponse:
     """Get a session's status and progress."""
     return status_of(service, session_id)
 
@@ -198,6 +201,17 @@ def _json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_EVENTS_EXAMPLE = (
+    'data: {"sessionId":"2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11","status":"processing",'
+    '"progress":65,"message":"Analyzing segment 13/20","analysisType":"workout",'
+    '"createdAt":1795489366.16,"updatedAt":1795489370.02}\n\n'
+    ": heartbeat\n\n"
+    'data: {"sessionId":"2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11","status":"completed",'
+    '"progress":100,"message":"Analysis complete","analysisType":"workout",'
+    '"createdAt":1795489366.16,"updatedAt":1795489372.40}\n\n'
+)
+
+
 async def _existing_session(session_id: str, service: ServiceDep) -> str:
     """The path's session id; a 404 here answers before any stream starts."""
     service.get(session_id)
@@ -208,7 +222,13 @@ async def _existing_session(session_id: str, service: ServiceDep) -> str:
     "/events/{session_id}",
     response_class=EventSourceResponse,
     response_model_exclude_none=True,
-    responses=_json_errors(*_AUTH, 404),
+    responses={
+        200: {
+            "description": "A stream of status events, ending after a terminal status",
+            "content": {"text/event-stream": {"example": _EVENTS_EXAMPLE}},
+        },
+        **_json_errors(*_AUTH, 404),
+    },
 )
 async def stream_events(
     session_id: Annotated[str, Depends(_existing_session)], service: ServiceDep
@@ -256,7 +276,7 @@ async def stream_events(
     response_model_exclude_unset=True,
     responses=_errors(*_AUTH, 400, 404),
 )
-def get_results(session_id: str, service: ServiceDep) -> dict[str, Any]:
+async def get_results(session_id: str, service: ServiceDep) -> dict[str, Any]:
     """Get the analysis results of a completed session."""
     session = service.results(session_id)
     return {"sessionId": session.id, "status": session.status.value, "data": session.result}

@@ -34,7 +34,7 @@ class AnalysisParams(BaseModel):
 
 
 class Message(BaseModel):
-    message: str
+    message: str = Field(examples=["Session cleaned up successfully"])
 
 
 class ErrorResponse(BaseModel):
@@ -94,6 +94,18 @@ class CancelResponse(BaseModel):
     status: Literal[SessionStatus.CANCELLED]
     message: str
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "sessionId": "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
+                    "status": "cancelled",
+                    "message": "Processing cancelled successfully",
+                }
+            ]
+        }
+    )
+
 
 class VideoMeta(BaseModel):
     duration: float
@@ -139,6 +151,62 @@ class AnalysisData(BaseModel):
     workout: WorkoutOut | None = None
     reel_url: str | None = None
     processing_time: float
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "analysis_type": "full",
+                    "video": {
+                        "duration": 23.1,
+                        "fps": 30.0,
+                        "width": 480,
+                        "height": 270,
+                        "frame_count": 693,
+                    },
+                    "highlights": [
+                        {
+                            "start": 14.1,
+                            "end": 19.1,
+                            "score": 1.0,
+                            "reason": "high_motion",
+                            "thumbnail_url": "/api/v1/video/artifacts/"
+                            "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11/highlight_1.jpg",
+                            "peak_time": 16.2,
+                        }
+                    ],
+                    "workout": {
+                        "total_reps": 6,
+                        "active_time": 7.5,
+                        "rest_time": 15.6,
+                        "segments": [
+                            {
+                                "start": 0.0,
+                                "end": 3.1,
+                                "kind": "rest",
+                                "reps": 0,
+                                "rep_times": [],
+                                "tempo": None,
+                                "intensity": 0.1,
+                            },
+                            {
+                                "start": 3.1,
+                                "end": 10.6,
+                                "kind": "active",
+                                "reps": 6,
+                                "rep_times": [3.7, 4.9, 6.1, 7.3, 8.6, 9.9],
+                                "tempo": 48.3,
+                                "intensity": 0.67,
+                            },
+                        ],
+                    },
+                    "reel_url": "/api/v1/video/artifacts/"
+                    "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11/highlight_reel.mp4",
+                    "processing_time": 3.1,
+                }
+            ]
+        }
+    )
 
 
 class ResultsResponse(BaseModel):
@@ -199,3 +267,9 @@ class HealthResponse(BaseModel):
     running: int
     queued: int
     sessions: int
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "healthy", "running": 1, "queued": 0, "sessions": 3}]
+        }
+    )

@@ -1,32 +1,26 @@
 """The reference page at `/`, driven in Debian's chromium by Playwright against a real server.
 
-The server is `python -m uvicorn app:app` in a subprocess on a loopback socket; the clips are
+The server is `python -m uvicorn app:app` in a subprocess on a loopback port; the clips are
 written by `tests.synthetic` and really analysed. Set BROWSER_SCREENSHOT=docs/screenshot.png to
 save the results page while the tests run.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.server import Server
 from tests.synthetic import make_video
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -41,12 +35,8 @@ CHROMIUM_ARGS = [
 
 
 def get_json(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.load(error)
+    response = httpx.get(url, timeout=5)
+    return response.status_code, response.json()
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -54,45 +44,15 @@ def get_json(url: str) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real service on a free loopback port; its base URL."""
+    """The real service (uvicorn in a subprocess) on a free loopback port; its base URL."""
     folder = tmp_path_factory.mktemp("server")
-    env = {k: v for k, v in os.environ.items() if k != "API_KEY"}
-    env |= {"STORAGE_DIR": str(folder / "storage"), "MAX_WORKERS": "2", "PYTHONUNBUFFERED": "1"}
-    # uvicorn takes the listening socket itself (--fd): no race for a port picked in advance.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    log_path = folder / "server.log"
-    with listener, log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app:app", "--fd", str(listener.fileno())],
-            cwd=ROOT,
-            env=env,
-            pass_fds=[listener.fileno()],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
+    server = Server(folder / "storage", folder / "server.log", MAX_WORKERS="2")
+    server.env.pop("API_KEY", None)  # a key in the developer's shell is not under test here
+    server.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if get_json(f"{base}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield base
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +116,6 @@ def workout_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         raw = make_workout_video(folder / "raw.mp4", spec).path
     return to_h264(raw, folder / "workout.mp4")
-
-
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four minutes at 15 fps: seconds of analysis, long enough to cancel."""
-    folder = tmp_path_factory.mktemp("long")
-    return make_video(folder / "long.mp4", seconds=240, fps=15, motion="periodic")
 
 
 # -- tests ------------------------------------------------------------------------------------
@@ -246,10 +199,10 @@ def test_page_uploads_a_workout_and_shows_its_results(
 
 
 def test_cancel_stops_the_analysis_of_a_long_clip_and_clean_up_forgets_it(
-    page: Page, server: str, long_clip: Path
+    page: Page, server: str, clips: dict[str, Path]
 ) -> None:
     page.goto("/")
-    page.set_input_files("#video-file", long_clip)
+    page.set_input_files("#video-file", clips["long"])
     page.select_option("#analysis-type", "workout")
     page.click("#upload-button")
     status = page.locator("#status")

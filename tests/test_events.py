@@ -21,12 +21,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 import async_api
-from app import create_app
 from config import Settings
 from session_manager import SessionStatus
+from tests.conftest import API, make_client, upload
 from tests.synthetic import make_video
 
-EVENTS = "/api/v1/video/events"
+EVENTS = f"{API}/events"
 STATUS_ORDER = ["queued", "processing", "completed"]
 
 
@@ -52,13 +52,6 @@ def read_events(response: httpx.Response) -> Iterator[Event]:
             current.event = line.removeprefix("event:").strip()
         elif line.startswith("data:"):
             current.data = json.loads(line.removeprefix("data:").strip())
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(storage_dir=tmp_path / "storage", api_key=None))
-    with TestClient(app) as c:
-        yield c
 
 
 def idle_session(client: TestClient) -> str:
@@ -89,14 +82,9 @@ def test_events_follow_an_analysis_in_order_and_end_when_it_completes(
     client: TestClient, tmp_path: Path
 ) -> None:
     clip = make_video(tmp_path / "clip.mp4", seconds=12, motion="periodic")
-    with clip.open("rb") as f:
-        upload = client.post(
-            "/api/v1/video/upload",
-            files={"video": ("clip.mp4", f, "video/mp4")},
-            data={"analysis_type": "full", "params": '{"segment_seconds": 1}'},
-        )
-    assert upload.status_code == 202
-    session_id = upload.json()["sessionId"]
+    answer = upload(client, clip, analysis_type="full", params='{"segment_seconds": 1}')
+    assert answer.status_code == 202
+    session_id = answer.json()["sessionId"]
 
     with (
         watchdog(client, session_id, 30),
@@ -119,7 +107,7 @@ def test_events_follow_an_analysis_in_order_and_end_when_it_completes(
     pairs = list(zip(statuses, progress, strict=True))
     assert all(a != b for a, b in zip(pairs, pairs[1:], strict=False))
     # The data is the status endpoint's JSON, field for field.
-    final = client.get(f"/api/v1/video/status/{session_id}").json()
+    final = client.get(f"{API}/status/{session_id}").json()
     assert events[-1].data == final
 
 
@@ -155,7 +143,7 @@ def test_stream_ends_with_gone_when_the_session_is_cleaned_up(client: TestClient
         for event in read_events(response):
             events.append(event)
             if len(events) == 1:
-                assert client.delete(f"/api/v1/video/cleanup/{session_id}").status_code == 200
+                assert client.delete(f"{API}/cleanup/{session_id}").status_code == 200
     assert events[0].data is not None and events[0].data["status"] == "queued"
     assert events[-1].event == "gone"
     assert events[-1].data == {"detail": "Session not found"}
@@ -180,8 +168,7 @@ def test_stream_stops_when_the_client_disconnects(
 
 
 def test_events_need_the_api_key_when_one_is_set(tmp_path: Path) -> None:
-    app = create_app(Settings(storage_dir=tmp_path / "storage", api_key="s3cret"))
-    with TestClient(app) as c:
+    with make_client(Settings(storage_dir=tmp_path / "storage", api_key="s3cret")) as c:
         session_id = idle_session(c)
         assert c.get(f"{EVENTS}/{session_id}").status_code == 401
         with c.stream("GET", f"{EVENTS}/{session_id}", headers={"X-API-Key": "s3cret"}) as response:
