@@ -209,7 +209,8 @@ class _Receiver:
         self.upload.size += end - start
         if self.upload.size > self.max_bytes:
             raise UploadTooLarge(f"File too large: the limit is {self.max_bytes // 2**20} MB")
-        self._buffer += data[start:end]
+        # A memoryview appends without first copying the slice: 20 MB is copied once, not twice.
+        self._buffer += memoryview(data)[start:end]
 
     def _on_part_end(self) -> None:
         if not self._in_file:
@@ -227,12 +228,13 @@ class _Receiver:
             if self.check_head is not None:
                 self.check_head(self.upload.head)
         if self._buffer and (len(self._buffer) >= _FLUSH_BYTES or final):
-            data, self._buffer = bytes(self._buffer), bytearray()
+            # Hand the buffer itself to the writer thread (no copy) and start a fresh one.
+            data, self._buffer = self._buffer, bytearray()
             await anyio.to_thread.run_sync(self._write, data)
         elif final and self._file is None:
             await anyio.to_thread.run_sync(self._write, b"")  # an empty file is still a file
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray) -> None:
         try:
             if self._file is None:
                 self._file = open(self.dest, "xb")  # noqa: SIM115 - closed in close()
