@@ -115,10 +115,13 @@ class Server:
     # -- resources, from /proc ---------------------------------------------------------------
 
     def resources(self) -> dict[str, Any]:
-        """RSS (MB), open descriptors, threads and files under STORAGE_DIR, right now."""
+        """RSS (MB), open descriptors, threads and files in session folders under STORAGE_DIR
+        (the session database beside them is not counted), right now."""
         status = Path(f"/proc/{self.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        files = sum(len(names) for _, _, names in os.walk(self.storage))
+        files = sum(
+            len(names) for folder, _, names in os.walk(self.storage) if Path(folder) != self.storage
+        )
         return {
             "rss_mb": round(int(fields["VmRSS"].split()[0]) / 1024, 1),
             "fds": len(os.listdir(f"/proc/{self.pid}/fd")),
@@ -127,23 +130,18 @@ class Server:
         }
 
     def thread_cpu(self) -> dict[str, float]:
-        """CPU seconds so far by kind of thread: the event loop (the main thread), the analysis
-        workers, and the rest (AnyIO's worker threads, the session writer)."""
-        totals = {"loop": 0.0, "analysis": 0.0, "other": 0.0}
+        """CPU seconds so far of the event loop (the main thread) and of all other threads (the
+        analysis workers, AnyIO's threads, the session writer). Python does not name OS threads,
+        so /proc cannot tell those apart."""
+        totals = {"loop": 0.0, "threads": 0.0}
         for tid in os.listdir(f"/proc/{self.pid}/task"):
             try:
                 stat = Path(f"/proc/{self.pid}/task/{tid}/stat").read_text()
             except FileNotFoundError:
                 continue  # the thread ended meanwhile
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
             parts = stat[stat.rindex(")") + 2 :].split()
             seconds = (int(parts[11]) + int(parts[12])) / _CLK_TCK
-            kind = (
-                "loop"
-                if int(tid) == self.pid
-                else ("analysis" if name.startswith("analysis") else "other")
-            )
-            totals[kind] += seconds
+            totals["loop" if int(tid) == self.pid else "threads"] += seconds
         return totals
 
     def cpu_seconds(self) -> float:
