@@ -42,17 +42,31 @@ def get_json(url: str) -> tuple[int, dict]:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+API_KEY = "correct horse battery staple"
+
+
+def run_server(folder: Path, api_key: str | None) -> Iterator[str]:
     """The real service (uvicorn in a subprocess) on a free loopback port; its base URL."""
-    folder = tmp_path_factory.mktemp("server")
     server = Server(folder / "storage", folder / "server.log", MAX_WORKERS="2")
-    server.env.pop("API_KEY", None)  # a key in the developer's shell is not under test here
+    server.env.pop("API_KEY", None)  # never the one in the developer's shell
+    if api_key:
+        server.env["API_KEY"] = api_key
     server.start()
     try:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from run_server(tmp_path_factory.mktemp("server"), api_key=None)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with API_KEY set."""
+    yield from run_server(tmp_path_factory.mktemp("keyed"), api_key=API_KEY)
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +79,24 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(base_url=server, viewport={"width": 1000, "height": 900})
+def open_page(browser: Browser, base_url: str) -> Iterator[Page]:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1000, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
         yield page
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    yield from open_page(browser, server)
+
+
+@pytest.fixture
+def keyed_page(browser: Browser, keyed_server: str) -> Iterator[Page]:
+    yield from open_page(browser, keyed_server)
 
 
 def to_h264(source: Path, target: Path) -> Path:
@@ -84,7 +107,7 @@ def to_h264(source: Path, target: Path) -> Path:
     fps = round(capture.get(cv2.CAP_PROP_FPS)) or 30
     try:
         with av.open(str(target), "w", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast"})
+            stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
             stream.pix_fmt = "yuv420p"
             stream.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
             stream.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -111,7 +134,7 @@ def workout_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     else:
         spec = WorkoutSpec(
             sets=(SetSpec("squat", 6, 1.2), SetSpec("jumping_jack", 8, 0.9)),
-            size=(480, 270),
+            size=(384, 216),
             rest=(2.5, 3.5),
         )
         raw = make_workout_video(folder / "raw.mp4", spec).path
@@ -195,12 +218,15 @@ def test_page_uploads_a_workout_and_shows_its_results(
         page.wait_for_function(
             "['#player', '#reel'].every(s => document.querySelector(s).readyState === 4)"
         )
+        page.wait_for_timeout(1500)  # and fades it out after a while
         page.screenshot(path=screenshot, full_page=True)
 
 
 def test_cancel_stops_the_analysis_of_a_long_clip_and_clean_up_forgets_it(
     page: Page, server: str, clips: dict[str, Path]
 ) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     page.goto("/")
     page.set_input_files("#video-file", clips["long"])
     page.select_option("#analysis-type", "workout")
@@ -216,10 +242,7 @@ def test_cancel_stops_the_analysis_of_a_long_clip_and_clean_up_forgets_it(
     expect(page.locator("#results")).to_be_hidden()
     progress = page.eval_on_selector("#analysis-progress", "e => e.value")
     assert 0 < progress < 100
-    events = page.evaluate(
-        "performance.getEntriesByType('resource').map(e => e.name)"
-        ".filter(n => n.includes('/video/events/'))"
-    )
+    events = [url for url in requests if "/video/events/" in url]
     session_id = events[-1].rsplit("/", 1)[1]
     code, answer = get_json(f"{server}/api/v1/video/status/{session_id}")
     assert code == 200 and answer["status"] == "cancelled"
@@ -240,3 +263,40 @@ def test_an_api_error_is_shown_in_plain_words(page: Page, tmp_path: Path) -> Non
     expect(error).to_contain_text("Unsupported file type: upload a video")
     expect(page.locator("#status")).to_have_attribute("data-status", "error")
     expect(page.locator("#cancel-button")).to_be_disabled()
+
+
+def test_with_an_api_key_the_page_sends_it_on_every_request(
+    keyed_page: Page, workout_clip: Path
+) -> None:
+    page = keyed_page
+    page.goto("/")
+    page.set_input_files("#video-file", workout_clip)
+    page.select_option("#analysis-type", "highlights")
+    page.click("#upload-button")
+    expect(page.locator("#error")).to_contain_text("The server needs an API key")
+
+    page.click("summary")
+    page.fill("#api-key", API_KEY)
+    page.press("#api-key", "Tab")  # saved on change
+    resource_types: dict[str, str] = {}
+    page.on("request", lambda r: resource_types.setdefault(r.url, r.resource_type))
+    page.click("#upload-button")
+    expect(page.locator("#results")).to_be_visible(timeout=30_000)
+    expect(page.locator("#error")).to_be_hidden()
+
+    # EventSource cannot send the header: the stream is read with fetch() instead...
+    events = [url for url in resource_types if "/video/events/" in url]
+    assert len(events) == 1 and resource_types[events[0]] == "fetch"
+    # ...and the thumbnails, which <img> could not fetch with it, are loaded as blobs.
+    thumbnails = page.locator("#highlights img")
+    expect(thumbnails.first).to_be_visible()
+    page.wait_for_function(
+        "[...document.querySelectorAll('#highlights img')].every(i => i.complete)"
+    )
+    loaded = thumbnails.evaluate_all(
+        "images => images.map(i => i.src.startsWith('blob:') && i.naturalWidth > 0)"
+    )
+    assert loaded and all(loaded)
+
+    page.reload()
+    expect(page.locator("#api-key")).to_have_value(API_KEY)
