@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import uuid
@@ -50,6 +51,9 @@ _UPLOAD_NAME = "upload.part"
 _FORM_OVERHEAD = 1024 * 1024
 # What a 429 suggests: about the time a short clip takes to analyse.
 _RETRY_AFTER_SECONDS = 10
+# Analysis threads run at a lower CPU priority than the event loop, so that with every core busy
+# decoding, a request still gets a CPU at once. Linux only: there a thread id names one thread.
+_ANALYSIS_NICE = 10
 
 
 class ServiceError(Exception):
@@ -401,6 +405,7 @@ class VideoService:
     # -- the worker side -----------------------------------------------------------------------
 
     def _analyse(self, session_id: str, cancel_event: threading.Event) -> None:
+        _lower_thread_priority()
         started = self.sessions.update_session(
             session_id,
             expect_status=SessionStatus.QUEUED,
@@ -601,6 +606,18 @@ def _declared_size(content_length: str | None) -> int:
         return max(0, int(content_length or 0))
     except ValueError:
         return 0
+
+
+def _lower_thread_priority() -> None:
+    """Renice the calling worker thread (and the decoder threads it starts) to _ANALYSIS_NICE."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < _ANALYSIS_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, _ANALYSIS_NICE)
+    except OSError:
+        logger.warning("could not lower the analysis thread's priority", exc_info=True)
 
 
 def _is_uuid(name: str) -> bool:
