@@ -109,7 +109,9 @@ def table(results: dict[str, Any]) -> str:
             f"{loaded['both_workers_busy']:.0%} of the time, server used "
             f"{loaded['server_cpu_cores']} cores, its event loop "
             f"{loaded['thread_cpu_cores']['loop']}: {loaded['loop_cpu_ms_per_request']} ms of "
-            f"loop CPU per request); uploads of {lat['upload_mb']} MB one after "
+            f"loop CPU per request; the loop waited for a CPU "
+            f"{loaded['loop_waiting_for_cpu']:.1%} of the time, this client's "
+            f"{loaded['client_waiting_for_cpu']:.1%}); uploads of {lat['upload_mb']} MB one after "
             f"another; results payload {lat['results_bytes']} bytes.",
             "",
             "| request | p50 | p95 | p99 | max | n | target |",

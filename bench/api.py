@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 
 from bench import videos
 from bench.http import Connection
-from bench.server import Server, upload, wait_done
+from bench.server import Server, schedstat, upload, wait_done
 
 API = "/api/v1/video"
 TARGETS_MS = {"status": ("p99", 10.0), "results": ("p99", 20.0), "upload": ("p95", 150.0)}
@@ -158,9 +160,15 @@ async def _measure(
 
 def _with_cpu(server: Server, measurement: Any) -> dict[str, Any]:
     """Run a `_measure` coroutine and add how busy the server's threads were meanwhile."""
+    me = (os.getpid(), threading.get_native_id())
     cpu0, threads0, t0 = server.cpu_seconds(), server.thread_cpu(), time.monotonic()
+    (_, loop_wait0), (_, client_wait0) = server.loop_schedstat(), schedstat(*me)
     report: dict[str, Any] = asyncio.run(measurement)
     wall = time.monotonic() - t0
+    # The share of the time the server's loop and this client's loop were ready to run but had
+    # no CPU: latency that comes from the machine being busy, not from the server's code.
+    report["loop_waiting_for_cpu"] = round((server.loop_schedstat()[1] - loop_wait0) / wall, 3)
+    report["client_waiting_for_cpu"] = round((schedstat(*me)[1] - client_wait0) / wall, 3)
     report["server_cpu_cores"] = round((server.cpu_seconds() - cpu0) / wall, 2)
     # 1.0 = a whole core. The loop's CPU per request is the figure that other processes on a
     # shared machine cannot inflate (they delay it, they do not make it use more CPU).

@@ -31,6 +31,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def schedstat(pid: int, tid: int) -> tuple[float, float]:
+    """(run, run-queue wait) seconds of one thread, from /proc/<pid>/task/<tid>/schedstat."""
+    run_ns, wait_ns, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
 class Server:
     """A uvicorn process serving `app:app` on 127.0.0.1; use as a context manager.
 
@@ -143,6 +149,11 @@ class Server:
             seconds = (int(parts[11]) + int(parts[12])) / _CLK_TCK
             totals["loop" if int(tid) == self.pid else "threads"] += seconds
         return totals
+
+    def loop_schedstat(self) -> tuple[float, float]:
+        """(seconds run, seconds spent runnable but waiting for a CPU) of the event loop's thread
+        so far: the second is what other busy threads and processes cost it."""
+        return schedstat(self.pid, self.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process (all its threads) so far."""
