@@ -246,10 +246,10 @@ async def stream_events(
         while True:
             try:
                 current = status_of(service, session_id)
-            except SessionNotFound:
+            except SessionNotFound as exc:
                 # Typed as StatusResponse for the OpenAPI item schema; FastAPI sends a
                 # ServerSentEvent as it is.
-                yield ServerSentEvent(event="gone", data={"detail": "Session not found"})  # type: ignore[misc]
+                yield ServerSentEvent(event="gone", data=ErrorResponse(detail=str(exc)))  # type: ignore[misc]
                 return
             key = (current.status, current.progress, current.queuePosition)
             if key != last:
