@@ -40,6 +40,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+
 ANALYSIS_TYPES = ("highlights", "workout", "full")
 
 ProgressCallback = Callable[[int, str], None]
@@ -104,6 +105,9 @@ class AnalysisOptions:
 
     grid_width: int = 48
     """Width in cells of the coarse pose grid; fine enough to see a forearm move at 256 px."""
+
+    grid_blur: float = 1.5
+    """Gaussian blur of the pose grid, in cells: thin limbs then change the grid smoothly."""
 
     projection_dims: int = 64
     """Numbers kept per sample from the pose grid (random projection: distances survive)."""
@@ -323,13 +327,6 @@ class _Scan:
     thumbs: dict[int, tuple[float, float, bytes]] = field(default_factory=dict)
 
 
-def _dft_floor(n: int) -> int:
-    """The largest size <= n that OpenCV's DFT handles fast (phase correlation cost depends on it)."""
-    while n > 8 and cv2.getOptimalDFTSize(n) != n:
-        n -= 1
-    return n
-
-
 def _downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Shrink a frame fast. INTER_AREA straight from 1080p costs ~8 ms in OpenCV 5; picking every
     other pixel down to twice the target and then averaging 2x2 costs ~0.3 ms and still averages
@@ -339,6 +336,82 @@ def _downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         frame = cv2.resize(frame, (2 * width, 2 * height), interpolation=cv2.INTER_NEAREST)
         return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+
+
+def _tile_sums(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
+    """Sums over a 3x3 grid of tiles, row by row (the remainder rows/columns are ignored)."""
+    # INTER_AREA on an exact 3x3 reduction is a tile mean, and far cheaper than numpy's reshape-sum.
+    means = cv2.resize(image[:3 * tile_h, :3 * tile_w], (3, 3), interpolation=cv2.INTER_AREA)
+    return means.ravel().astype(np.float64) * (tile_h * tile_w)
+
+
+class _CameraTracker:
+    """Where the camera is relative to a reference frame: a translation, in pixels.
+
+    Coarse-to-fine Lucas-Kanade at a half and a quarter of the analysis size (sub-pixel at half
+    size is plenty), solved separately on each tile of a 3x3 grid and combined by the median: the
+    person moves a few tiles, the camera moves them all. It is measured against a fixed reference
+    rather than the previous frame because summing frame-to-frame estimates is a random walk that
+    slowly misaligns everything. (Phase correlation on windowed tiles was tried first: it is biased
+    towards zero shift and half a pixel off.)
+    """
+
+    LEVELS = (2, 1)
+    """Pyramid levels used, coarse to fine (level k is 2**k times smaller than the input)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+        self.levels = {}
+
+    @classmethod
+    def _pyramid(cls, image: np.ndarray) -> dict[int, np.ndarray]:
+        out = {}
+        for level in range(1, max(cls.LEVELS) + 1):
+            image = cv2.pyrDown(image)
+            out[level] = image
+        return out
+
+    def anchor(self, reference: np.ndarray) -> None:
+        self.levels = {}
+        for level, image in self._pyramid(reference).items():
+            if level not in self.LEVELS:
+                continue
+            gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+            gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+            tile_h, tile_w = image.shape[0] // 3, image.shape[1] // 3
+            sxx = _tile_sums(gx * gx, tile_h, tile_w)
+            sxy = _tile_sums(gx * gy, tile_h, tile_w)
+            syy = _tile_sums(gy * gy, tile_h, tile_w)
+            det = sxx * syy - sxy * sxy
+            # A tile of flat wall cannot tell where it moved: require texture in both directions.
+            trace = sxx + syy
+            smallest = trace / 2 - np.sqrt(np.maximum(trace * trace / 4 - det, 0.0))
+            usable = smallest > 0.05 * tile_h * tile_w
+            safe = np.where(usable, det, 1.0)
+            inverse = np.stack([np.stack([syy, -sxy], axis=1),
+                                np.stack([-sxy, sxx], axis=1)], axis=1) / safe[:, None, None]
+            self.levels[level] = (image, gx, gy, inverse, usable)
+
+    def locate(self, grey: np.ndarray, start: tuple[float, float]) -> tuple[float, float] | None:
+        """The camera shift of `grey`, starting the search at `start`; None if it cannot be told."""
+        pyramid = self._pyramid(grey)
+        shift = np.array(start, dtype=np.float64)
+        for level in self.LEVELS:
+            reference, gx, gy, inverse, usable = self.levels[level]
+            if usable.sum() < 3:
+                return None
+            scale = 2.0 ** level
+            tile_h, tile_w = reference.shape[0] // 3, reference.shape[1] // 3
+            for _ in range(2 if level == self.LEVELS[-1] else 1):
+                moved = _shift_image(pyramid[level], (shift[0] / scale, shift[1] / scale),
+                                     reference)
+                diff = moved - reference
+                b = np.stack([_tile_sums(gx * diff, tile_h, tile_w),
+                              _tile_sums(gy * diff, tile_h, tile_w)], axis=1)
+                # moved(x) = reference(x - r)  =>  moved - reference = -grad . r
+                residual = -np.einsum("tij,tj->ti", inverse, b)[usable]
+                shift += np.median(residual, axis=0) * scale
+        return float(shift[0]), float(shift[1])
 
 
 class _FrameAnalyser:
@@ -352,54 +425,20 @@ class _FrameAnalyser:
         grid_scale = options.grid_width / max(self.size)
         self.grid = (max(4, round(self.size[0] * grid_scale)),
                      max(4, round(self.size[1] * grid_scale)))
-        # The camera is measured at half the analysis size: a tenth of a pixel there is plenty.
-        half = ((self.size[0] + 1) // 2, (self.size[1] + 1) // 2)
-        tile_w, tile_h = _dft_floor(half[0] // 3), _dft_floor(half[1] // 3)
-        step_x, step_y = (half[0] - tile_w) // 2, (half[1] - tile_h) // 2
-        self.tiles = [(slice(r * step_y, r * step_y + tile_h), slice(c * step_x, c * step_x + tile_w))
-                      for r in range(3) for c in range(3)]
-        self.window = cv2.createHanningWindow((tile_w, tile_h), cv2.CV_32F)
         rng = np.random.default_rng(12345)
         cells = self.grid[0] * self.grid[1]
         self.projection = (rng.standard_normal((cells, options.projection_dims))
                            / math.sqrt(options.projection_dims)).astype(np.float32)
+        self.camera = _CameraTracker()
         self.reference: np.ndarray | None = None
-        self.reference_half: np.ndarray | None = None
         self.prev_aligned: np.ndarray | None = None
         self.prev_shift = (0.0, 0.0)
         self.shift = (0.0, 0.0)
 
-    def _camera_shift(self, grey: np.ndarray) -> tuple[float, float] | None:
-        """Where the camera is, relative to the reference frame; None when it cannot be told.
-
-        Measured against a fixed reference rather than the previous frame, because summing
-        frame-to-frame estimates is a random walk that slowly misaligns everything. The frame is
-        first moved by the last known shift, then each tile of a 3x3 grid is phase-correlated with
-        the reference and the median residual wins: the person moves a few tiles, the background
-        (the camera) moves them all.
-        """
-        assert self.reference_half is not None
-        predicted = self.shift
-        moved = cv2.pyrDown(_shift_image(grey, predicted))
-        residuals = []
-        for ys, xs in self.tiles:
-            # phaseCorrelate multiplies its inputs by the window in place in OpenCV 5: pass
-            # fresh products, never the reference itself.
-            (dx, dy), response = cv2.phaseCorrelate(self.reference_half[ys, xs] * self.window,
-                                                    moved[ys, xs] * self.window)
-            if response > 0.05:
-                residuals.append((dx, dy))
-        if len(residuals) < 3:
-            return None
-        dx, dy = np.median(np.asarray(residuals), axis=0)
-        shift = (predicted[0] + 2.0 * float(dx), predicted[1] + 2.0 * float(dy))
-        if abs(shift[0]) > self.size[0] / 4 or abs(shift[1]) > self.size[1] / 4:
-            return None  # too little overlap with the reference left to trust it
-        return shift
-
     def _anchor(self, grey: np.ndarray) -> None:
         self.reference = grey
-        self.reference_half = cv2.pyrDown(grey)
+        self.camera.anchor(grey)
+        self.shift = (0.0, 0.0)
 
     def process(self, frame: np.ndarray) -> tuple[float, bool, np.ndarray]:
         """Return (moving fraction, looks like a cut, pose vector) for one frame."""
@@ -413,11 +452,11 @@ class _FrameAnalyser:
         if self.reference is None:
             self._anchor(grey)
         else:
-            shift = self._camera_shift(grey)
-            if shift is None:
-                # The view changed too much (a cut, a whip pan): re-anchor on this frame, placed
-                # where the camera last was, so coordinates stay continuous.
-                self._anchor(_shift_image(grey, self.shift, self.reference))
+            shift = self.camera.locate(grey, self.shift)
+            if shift is None or abs(shift[0]) > self.size[0] / 5 or abs(shift[1]) > self.size[1] / 5:
+                # Lost (a cut, a textureless view) or too little overlap left with the reference
+                # (a pan): start again from this frame.
+                self._anchor(grey)
             else:
                 self.shift = shift
         aligned = _shift_image(grey, self.shift, self.reference)
@@ -428,7 +467,10 @@ class _FrameAnalyser:
             energy = float(moving.mean()) if moving.size else 0.0
             cut = energy > 0.6
         self.prev_aligned = aligned
-        cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA).reshape(-1)
+        cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA)
+        # Thin limbs sweep through cells abruptly; blurring the grid makes the pose vector a smooth
+        # function of the pose, so slightly different timings of one movement stay close.
+        cells = cv2.GaussianBlur(cells, (0, 0), self.options.grid_blur).reshape(-1)
         return energy, cut, cells @ self.projection
 
 
@@ -672,13 +714,13 @@ def _hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
 
 
 def _count_cycles(signal: np.ndarray, core: slice, period: float,
-                  pose: np.ndarray | None = None) -> list[int]:
+                  poses: list[np.ndarray] | None = None) -> list[int]:
     """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
 
     Levels come from the set itself (10th/90th percentiles). Peaks in the margins join only if they
     continue the rhythm (0.6..1.45 of the typical spacing from a counted rep), reach a rep-like
-    height and, when the frames' `pose` vectors are given, look like the set's turning points
-    rather than its rest pose: a wave or a stretch of one arm next to a set of curls is not a curl.
+    height and, when the frames' pose vectors are given, stay in the set's plane of motion
+    (`_off_plane_test`): a wave or a stretch of one arm next to a set of curls is not a curl.
     """
     core_values = signal[core]
     if core_values.size < 3:
@@ -692,9 +734,13 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
     if not inside:
         return []
     typical = float(np.median(signal[inside]))
-    min_height = bottom + 0.7 * (typical - bottom)
+    min_height = bottom + 0.5 * (typical - bottom)
     spacing = float(np.median(np.diff(inside))) if len(inside) > 1 else period
-    looks_like_rep = _rep_pose_test(pose, signal, core, inside)
+    if poses:
+        looks_like_rep = _off_plane_test(poses, core, inside, spacing, (4.0, 3.5))
+    else:
+        def looks_like_rep(_: int) -> bool:
+            return True
 
     def continues(gap: int, p: int) -> bool:
         return (0.6 * spacing <= gap <= 1.45 * spacing and signal[p] >= min_height
@@ -712,27 +758,62 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
     return kept
 
 
-def _rep_pose_test(pose: np.ndarray | None, signal: np.ndarray, core: slice,
-                   peaks: list[int]) -> Callable[[int], bool]:
-    """A test that a frame's pose is nearer the set's turning-point pose than its rest pose."""
-    if pose is None or len(peaks) < 2:
-        return lambda _: True
-    turning = pose[peaks].mean(axis=0)
-    low = np.flatnonzero(signal[core] <= np.percentile(signal[core], 15)) + core.start
-    rest = pose[low].mean(axis=0)
-    scale = float(np.linalg.norm(turning - rest))
-    spread = float(np.median(np.linalg.norm(pose[peaks] - turning, axis=1)))
-    limit = max(3.0 * spread, 0.5 * scale)
-    return lambda p: float(np.linalg.norm(pose[p] - turning)) <= limit
+def _leading_axes(centred: np.ndarray, count: int, iterations: int = 60) -> np.ndarray:
+    """The `count` leading principal axes (columns) of centred samples (rows), by power iteration.
+
+    LAPACK's eigh on a 64x64 matrix takes ~13 ms here (OpenBLAS thread start-up); a few dozen
+    matrix-vector products take microseconds and converge well for the one or two dominant axes.
+    """
+    covariance = centred.T @ centred
+    axes = np.zeros((covariance.shape[0], count))
+    for k in range(count):
+        vector = covariance[:, int(np.argmax(np.einsum("ij,ij->j", covariance, covariance)))].copy()
+        for _ in range(iterations):
+            vector -= axes[:, :k] @ (axes[:, :k].T @ vector)
+            vector = covariance @ vector
+            norm = float(np.linalg.norm(vector))
+            if norm == 0.0:
+                break
+            vector /= norm
+        vector -= axes[:, :k] @ (axes[:, :k].T @ vector)
+        norm = float(np.linalg.norm(vector))
+        axes[:, k] = vector / norm if norm > 0 else 0.0
+    return axes
+
+
+def _off_plane_test(poses: list[np.ndarray], core: slice, peaks: list[int], spacing: float,
+                    limits: tuple[float, ...]) -> Callable[[int], bool]:
+    """A test that the movement around a frame stays in the set's plane of motion.
+
+    A set's frames lie close to a plane in pose space (their two leading principal components):
+    one movement, repeated. Fidgeting, adjusting or stepping aside leaves that plane, even when one
+    of its peaks happens to reach rep height on the rep signal. For each pose representation in
+    `poses` (raw: catches a step aside; detrended: immune to camera drift), the distance to the
+    plane over a rep-long window must stay within `limits` times that of the set's own reps.
+    """
+    half = max(1, int(round(spacing / 2)))
+    tests = []
+    for pose, limit in zip(poses, limits, strict=True):
+        inside = pose[core]
+        mean = inside.mean(axis=0)
+        plane = _leading_axes(inside - mean, 2)
+
+        def off_plane(p: int, pose=pose, mean=mean, plane=plane) -> float:
+            centred = pose[max(0, p - half):p + half + 1] - mean
+            return float(np.linalg.norm(centred - (centred @ plane) @ plane.T, axis=1).mean())
+
+        typical = float(np.median([off_plane(p) for p in peaks]))
+        tests.append((off_plane, limit * typical))
+    return lambda p: all(off_plane(p) <= bound for off_plane, bound in tests)
 
 
 def _rep_signal(pose: np.ndarray, core: slice, margin: slice,
-                period: float) -> tuple[np.ndarray, np.ndarray]:
+                period: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Project frames on the leading principal component of the set in `core`.
 
-    Returns the rep signal over `margin` (detrended, smoothed) and the raw projection of every
-    sample (not detrended, so rest pose keeps its level). The sign of the axis is arbitrary; see
-    `_rest_is_low`.
+    Returns the rep signal over `margin` (detrended, smoothed), the detrended pose over `margin`
+    and the raw projection of every sample (not detrended, so rest pose keeps its level). The sign
+    of the axis is arbitrary; see `_rest_is_low`.
     """
     window = max(1, int(round(period)))
     trend = np.stack([_box_smooth(pose[margin, k], window) for k in range(pose.shape[1])], axis=1)
@@ -742,12 +823,10 @@ def _rep_signal(pose: np.ndarray, core: slice, margin: slice,
     offset = core.start - margin.start
     core_local = slice(offset, offset + core.stop - core.start)
     centred = detrended[core_local] - detrended[core_local].mean(axis=0)
-    # Leading eigenvector of the 64x64 covariance: same axis as an SVD of the frames, far cheaper.
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    axis = vectors[:, -1]
+    axis = _leading_axes(centred, 1)[:, 0]
     signal = _gaussian_smooth((detrended - detrended[core_local].mean(axis=0)) @ axis, period / 10)
     raw = (pose - pose[core].mean(axis=0)) @ axis
-    return signal, raw
+    return signal, detrended, raw
 
 
 def _rest_is_low(raw: np.ndarray, core: slice, reference: np.ndarray) -> bool:
@@ -774,18 +853,24 @@ class _Set:
     rep_times: list[float]
 
 
-def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray,
-               options: AnalysisOptions) -> list[_Set]:
-    """Active sets on a uniform sample grid: moving, periodic stretches with enough reps."""
+def _periodicity(pose: np.ndarray, options: AnalysisOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample of a uniform grid: local repetition period (samples, 0 = none) and strength."""
     rate = options.sample_fps
-    n = times.size
+    n = pose.shape[0]
     min_lag = max(2, int(math.floor(options.min_period * rate)))
     max_lag = int(math.ceil(options.max_period * rate * 1.1)) + 1
     if n < 2 * min_lag + 2:
-        return []
-    moving = _box_smooth(energy, round(rate)) > options.moving_fraction
+        return np.zeros(n, dtype=int), np.zeros(n)
     similarity = _self_similarity(pose, max_lag, min_half_window=round(1.5 * rate))
-    period, strength = _local_period(similarity, min_lag, max_lag)
+    return _local_period(similarity, min_lag, max_lag)
+
+
+def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: np.ndarray,
+               strength: np.ndarray, options: AnalysisOptions) -> list[_Set]:
+    """Active sets on a uniform sample grid: moving, periodic stretches with enough reps."""
+    rate = options.sample_fps
+    n = times.size
+    moving = _box_smooth(energy, round(rate)) > options.moving_fraction
     active = moving & (strength >= options.periodicity_threshold) & (period > 0)
     active = _close_gaps(active, round(1.0 * rate))
     runs = [(a, b) for a, b in _runs(active) if b - a >= round(1.5 * rate)]
@@ -810,14 +895,14 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray,
     reach = round(8 * rate)
     sets: list[_Set] = []
     for core, margin, lag in candidates:
-        signal, raw = _rep_signal(pose, core, margin, lag)
+        signal, detrended, raw = _rep_signal(pose, core, margin, lag)
         near = np.zeros(n, dtype=bool)
         near[max(0, margin.start - reach):margin.start] = True
         near[margin.stop:margin.stop + reach] = True
         if not _rest_is_low(raw, core, raw[near & resting]):
             signal = -signal
         local = slice(core.start - margin.start, core.stop - margin.start)
-        peaks = [p + margin.start for p in _count_cycles(signal, local, lag, pose[margin])]
+        peaks = [p + margin.start for p in _count_cycles(signal, local, lag, [pose[margin], detrended])]
         if len(peaks) < options.min_reps:
             continue
         intervals = np.diff(peaks)
@@ -846,9 +931,8 @@ def _mean_between(times: np.ndarray, values: np.ndarray, start: float, end: floa
     return float(values[inside].mean()) if inside.any() else 0.0
 
 
-def _workout(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, duration: float,
+def _workout(times: np.ndarray, energy: np.ndarray, sets: list[_Set], duration: float,
              options: AnalysisOptions) -> WorkoutSummary:
-    sets = _find_sets(times, energy, pose, options) if times.size else []
     smooth = _box_smooth(energy, round(options.sample_fps)) if energy.size else energy
     scale = max(float(np.percentile(smooth, 99)) if smooth.size else 0.0, _ENERGY_FLOOR)
     segments: list[WorkoutSegment] = []
@@ -891,11 +975,18 @@ _MIN_HIGHLIGHT_SCORE = 0.15
 """Windows weaker than this (relative to the best) are not highlights; the best one always is."""
 
 
-def _highlight_windows(times: np.ndarray, energy: np.ndarray, cut: np.ndarray, duration: float,
+def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray,
+                       cut: np.ndarray, duration: float,
                        options: AnalysisOptions) -> list[tuple[float, float, float, str, float]]:
-    """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first."""
+    """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first.
+
+    Motion counts fully inside a set (`in_set`) and a quarter outside: shuffling about or stepping
+    aside between sets moves many pixels but is not a highlight of a workout, while a video
+    without any sets still gets its most active moments.
+    """
     if times.size == 0:
         return []
+    energy = energy * np.where(in_set, 1.0, 0.25)
     rate = options.sample_fps
     width = max(1, round(options.highlight_seconds * rate))
     if times.size <= width:
@@ -1090,16 +1181,20 @@ class RailwayVideoGenerator:
                       grid.size - 1)] = True
         progress.report(progress._ceiling, "Finding sets and highlights")
 
-        workout = None
-        if want_workout:
-            _, pose_u = _resample(times, pose, options.sample_fps)
-            workout = _workout(grid, energy_u, pose_u, duration, options)
+        # Sets are found once: the workout reports them, the highlights prefer them.
+        _, pose_u = _resample(times, pose, options.sample_fps)
+        period, strength = _periodicity(pose_u, options)
+        sets = _find_sets(grid, energy_u, pose_u, period, strength, options)
+        in_set = np.zeros(grid.size, dtype=bool)
+        for s in sets:
+            in_set[(grid >= s.start) & (grid < s.end)] = True
+        workout = _workout(grid, energy_u, sets, duration, options) if want_workout else None
 
         highlights = None
         artifacts: list[str] = []
         reel_name = None
         if want_highlights:
-            windows = _highlight_windows(grid, energy_u, cut_u, duration, options)
+            windows = _highlight_windows(grid, energy_u, in_set, cut_u, duration, options)
             highlights = []
             for rank, (start, end, score, reason, peak) in enumerate(windows, 1):
                 name = None

@@ -131,7 +131,8 @@ class WorkoutTruth:
     sets: tuple[TrueSet, ...]
     rests: tuple[tuple[float, float], ...]
     intense: tuple[tuple[float, float], ...]
-    """Truly intense periods: the sets whose intensity is at least half the clip's most intense."""
+    """Truly intense periods: the sets (rests, fidgeting included, are not)."""
+
 
 
 def _bump(phase: np.ndarray) -> np.ndarray:
@@ -164,6 +165,17 @@ def _smooth_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     out = np.convolve(rng.standard_normal(n + 2 * radius), kernel, mode="valid")[:n]
     return out / (out.std() + 1e-9)
+
+
+def _distance_to(mask: np.ndarray) -> np.ndarray:
+    """For every index, how many samples away the nearest True of `mask` is (0 on it)."""
+    where = np.flatnonzero(mask)
+    index = np.arange(mask.size)
+    if where.size == 0:
+        return np.full(mask.size, float(mask.size))
+    right = np.searchsorted(where, index).clip(0, where.size - 1)
+    left = (right - 1).clip(0, where.size - 1)
+    return np.minimum(np.abs(where[right] - index), np.abs(where[left] - index)).astype(float)
 
 
 def _timeline(spec: WorkoutSpec, rng: np.random.Generator):
@@ -205,9 +217,8 @@ def _timeline(spec: WorkoutSpec, rng: np.random.Generator):
             in_set[a:b] = True
             intensity_samples.append((a, b))
         truths.append((set_spec, starts, periods))
-    # Fidget only while resting, fading in and out around the sets so poses stay continuous.
-    rest_weight = np.convolve((~in_set).astype(float), np.ones(int(fps * 0.6)) / int(fps * 0.6),
-                              mode="same") * (~in_set)
+    # Fidget only while resting, fading out towards the sets so the pose never jumps.
+    rest_weight = np.clip(_distance_to(in_set) / (0.8 * fps), 0.0, 1.0)
     for key, value in fidget.items():
         params[key] = params[key] + spec.fidget * envelope * rest_weight * value
     sets = []
@@ -324,8 +335,8 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
         true_sets.append(TrueSet(set_spec.exercise, round(start, 3), round(end, 3), set_spec.reps,
                                  tuple(round(x, 3) for x in rep_times),
                                  round(float(speeds[a:b].mean()), 4)))
-    top = max((s.intensity for s in true_sets), default=0.0)
-    intense = tuple((s.start, s.end) for s in true_sets if s.intensity >= 0.5 * top)
+    # In a workout the intense periods are the sets; rests (fidgeting included) are not.
+    intense = tuple((s.start, s.end) for s in true_sets)
     return WorkoutTruth(path, round(n / fps, 3), fps, (width, height), tuple(true_sets),
                         tuple((round(a, 3), round(b, 3)) for a, b in rests), intense)
 
@@ -414,6 +425,7 @@ class SuiteSummary:
     max_boundary_error: float
     sets_in_rest: int
     top3_on_intense: float
+    """Fraction of top-3 highlights that overlap a set."""
 
 
 def summarise(clips: list[ClipScore]) -> SuiteSummary:

@@ -89,7 +89,9 @@ def test_find_sets_separates_two_sets_from_still_rest() -> None:
     pose += 0.05 * np.random.default_rng(0).standard_normal(pose.shape)
     energy = np.where(np.abs(pose).sum(axis=1) > 1, 0.05, 0.0)
     times = np.arange(len(pose)) / RATE
-    sets = engine._find_sets(times, energy, pose, AnalysisOptions())
+    options = AnalysisOptions()
+    period, strength = engine._periodicity(pose, options)
+    sets = engine._find_sets(times, energy, pose, period, strength, options)
     assert len(sets) == 2
     assert sets[0].start == pytest.approx(6.0, abs=1.0) and sets[0].end == pytest.approx(18, abs=1)
     assert sets[1].start == pytest.approx(24.0, abs=1.0) and sets[1].end == pytest.approx(32, abs=1)
