@@ -279,7 +279,7 @@ function onStatus(s) {
   setAnalysisProgress(s.progress);
   const text = {
     queued: s.queuePosition ? `Waiting for a free worker (number ${s.queuePosition} in line).` : "Waiting for a free worker.",
-    processing: `Analysing: ${s.message}.`,
+    processing: `${s.message}.`,
     completed: "Analysis complete.",
     failed: "The analysis failed.",
     cancelled: "Analysis cancelled.",
@@ -444,7 +444,7 @@ async function renderResults(data) {
     parts.push(`${data.workout.total_reps} repetitions in ${sets} ${sets === 1 ? "set" : "sets"}`);
   }
   if (data.highlights) parts.push(`${data.highlights.length} highlights`);
-  parts.push(`analysed in ${data.processing_time.toFixed(1)} s`);
+  parts.push(`analyzed in ${data.processing_time.toFixed(1)} s`);
   els.summary.textContent = `${parts.join(" · ")}.`;
 
   els.playerNote.hidden = true;

@@ -80,13 +80,17 @@ def browser() -> Iterator[Browser]:
 
 
 def open_page(browser: Browser, base_url: str) -> Iterator[Page]:
+    """A fresh page; an uncaught JavaScript error in it fails the test."""
     context = browser.new_context(base_url=base_url, viewport={"width": 1000, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     try:
         yield page
     finally:
         context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 @pytest.fixture
