@@ -2,7 +2,8 @@
 `bench/results.json` with every figure and the machine it ran on.
 
     python -m bench                 # the full run (~15 min on 2 cores; generates videos once)
-    python -m bench --quick         # a smoke run in under 2 minutes (1-minute video only)
+    python -m bench --quick         # a smoke run in under 2 minutes (1-minute video only,
+                                    # no engine bench: `python -m bench.engine --quick`)
     python -m bench --only latency leak --duration 30
 """
 
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (10.0 if quick else 60.0)
     cycles = args.cycles or (20 if quick else 50)
     minutes = (1,) if quick else (1, 5, 10)
-    sections = args.only or SECTIONS
+    # The engine bench (its own clips, accuracy suite) takes longer than a whole smoke run.
+    sections = args.only or [s for s in SECTIONS if not (quick and s == "engine")]
 
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "started": time.time()}
     print("preparing videos (cached in bench/.cache/)...", flush=True)
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"running {section}...", flush=True)
         began = time.monotonic()
+        # Other work on the machine shows here first: keep it next to the figures.
+        results.setdefault("load_average_before", {})[section] = round(os.getloadavg()[0], 2)
         try:
             results[section] = jobs[section]()
         except Exception as exc:  # one failing section must not lose the others' figures
