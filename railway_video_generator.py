@@ -348,7 +348,7 @@ def _tile_sums(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
 class _CameraTracker:
     """Where the camera is relative to a reference frame: a translation, in pixels.
 
-    Coarse-to-fine Lucas-Kanade at a half and a quarter of the analysis size (sub-pixel at half
+    Coarse-to-fine Lucas-Kanade from an eighth to a half of the analysis size (sub-pixel at half
     size is plenty), solved separately on each tile of a 3x3 grid and combined by the median: the
     person moves a few tiles, the camera moves them all. It is measured against a fixed reference
     rather than the previous frame because summing frame-to-frame estimates is a random walk that
@@ -356,8 +356,9 @@ class _CameraTracker:
     towards zero shift and half a pixel off.)
     """
 
-    LEVELS = (2, 1)
-    """Pyramid levels used, coarse to fine (level k is 2**k times smaller than the input)."""
+    LEVELS = (3, 2, 1)
+    """Pyramid levels used, coarse to fine (level k is 2**k times smaller than the input); the
+    coarsest one catches a hand-held jolt of ten pixels or more between two samples."""
 
     def __init__(self) -> None:
         self.levels: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
@@ -402,7 +403,7 @@ class _CameraTracker:
                 return None
             scale = 2.0 ** level
             tile_h, tile_w = reference.shape[0] // 3, reference.shape[1] // 3
-            for _ in range(2 if level == self.LEVELS[-1] else 1):
+            for _ in range(2):
                 moved = _shift_image(pyramid[level], (shift[0] / scale, shift[1] / scale),
                                      reference)
                 diff = moved - reference
@@ -459,7 +460,10 @@ class _FrameAnalyser:
                 self._anchor(grey)
             else:
                 self.shift = shift
-        aligned = _shift_image(grey, self.shift, self.reference)
+        # Where the camera has drifted away, keep what was last seen there (a mosaic): the frame's
+        # border then does not change with every wobble of the camera, and no motion is invented.
+        fill = self.prev_aligned if self.prev_aligned is not None else self.reference
+        aligned = _shift_image(grey, self.shift, fill)
         if self.prev_aligned is not None:
             xs, ys = _common_window(self.size, self.prev_shift, self.shift)
             diff = cv2.absdiff(aligned[ys, xs], self.prev_aligned[ys, xs])
@@ -714,13 +718,17 @@ def _hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
 
 
 def _count_cycles(signal: np.ndarray, core: slice, period: float,
-                  poses: list[np.ndarray] | None = None) -> list[int]:
+                  poses: list[np.ndarray] | None = None,
+                  level: np.ndarray | None = None) -> list[int]:
     """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
 
     Levels come from the set itself (10th/90th percentiles). Peaks in the margins join only if they
     continue the rhythm (0.6..1.45 of the typical spacing from a counted rep), reach a rep-like
     height and, when the frames' pose vectors are given, stay in the set's plane of motion
     (`_off_plane_test`): a wave or a stretch of one arm next to a set of curls is not a curl.
+    With `level` (the rep axis projection, not detrended), an edge rep must also pass through
+    the set's start pose on its outer side, as a first rep starts from it and a last rep returns
+    to it; walking off into another pose after the set makes no rep.
     """
     core_values = signal[core]
     if core_values.size < 3:
@@ -742,17 +750,30 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
         def looks_like_rep(_: int) -> bool:
             return True
 
-    def continues(gap: int, p: int) -> bool:
+    reach = max(1, int(round(spacing)))
+    if level is not None:
+        low_level, high_level = np.percentile(level[core], [10, 90])
+        start_pose = low_level + 0.35 * (high_level - low_level)
+
+    def passes_start_pose(p: int, outwards: int) -> bool:
+        if level is None:
+            return True
+        lo, hi = (p + 1, p + 1 + reach) if outwards > 0 else (p - reach, p)
+        window = level[max(0, lo):max(0, hi)]
+        # Cut short by the end of the video: the rep may well have finished off camera.
+        return window.size < reach // 2 or float(window.min()) <= start_pose
+
+    def continues(gap: int, p: int, outwards: int) -> bool:
         return (0.6 * spacing <= gap <= 1.45 * spacing and signal[p] >= min_height
-                and looks_like_rep(p))
+                and looks_like_rep(p) and passes_start_pose(p, outwards))
 
     kept = list(inside)
     for p in reversed([p for p in peaks if p < core.start]):
-        if not continues(kept[0] - p, p):
+        if not continues(kept[0] - p, p, -1):
             break
         kept.insert(0, p)
     for p in [p for p in peaks if p >= core.stop]:
-        if not continues(p - kept[-1], p):
+        if not continues(p - kept[-1], p, +1):
             break
         kept.append(p)
     return kept
@@ -900,9 +921,10 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
         near[max(0, margin.start - reach):margin.start] = True
         near[margin.stop:margin.stop + reach] = True
         if not _rest_is_low(raw, core, raw[near & resting]):
-            signal = -signal
+            signal, raw = -signal, -raw
         local = slice(core.start - margin.start, core.stop - margin.start)
-        peaks = [p + margin.start for p in _count_cycles(signal, local, lag, [pose[margin], detrended])]
+        peaks = [p + margin.start for p in _count_cycles(signal, local, lag,
+                                                         [pose[margin], detrended], raw[margin])]
         if len(peaks) < options.min_reps:
             continue
         intervals = np.diff(peaks)
@@ -980,13 +1002,13 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
                        options: AnalysisOptions) -> list[tuple[float, float, float, str, float]]:
     """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first.
 
-    Motion counts fully inside a set (`in_set`) and a quarter outside: shuffling about or stepping
+    Motion counts fully inside a set (`in_set`) and a tenth outside: shuffling about or stepping
     aside between sets moves many pixels but is not a highlight of a workout, while a video
     without any sets still gets its most active moments.
     """
     if times.size == 0:
         return []
-    energy = energy * np.where(in_set, 1.0, 0.25)
+    energy = energy * np.where(in_set, 1.0, 0.1)
     rate = options.sample_fps
     width = max(1, round(options.highlight_seconds * rate))
     if times.size <= width:
