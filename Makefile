@@ -20,7 +20,7 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 run: install
-	$(PY) -m uvicorn app:app --host 0.0.0.0 --port $(PORT)
+	$(PY) -m uvicorn app:app --host 0.0.0.0 --port $(PORT) --timeout-graceful-shutdown 5
 
 test: install-dev
 	$(PY) -m pytest -q

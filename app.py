@@ -34,7 +34,7 @@ from config import Settings
 from schemas import AnalysisData, AnalysisType, HealthResponse
 from session_manager import SessionManager
 from task_manager import BackgroundTaskManager
-from video_service import VideoService
+from video_service import VideoService, lower_thread_priority
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions = await anyio.to_thread.run_sync(
             SessionManager, Path(settings.storage_dir) / SESSIONS_DB
         )
-        tasks = BackgroundTaskManager(max_workers=settings.max_workers)
+        tasks = BackgroundTaskManager(
+            max_workers=settings.max_workers, initializer=lower_thread_priority
+        )
         service = VideoService(settings, sessions, tasks, f"{API_PREFIX}/video/artifacts")
         await anyio.to_thread.run_sync(service.start)
         app.state.settings = settings

@@ -57,19 +57,28 @@ class BackgroundTaskManager:
         max_workers: how many tasks run at once.
         keep_finished: how many finished task records are remembered for `get_task_status`;
             older ones are forgotten so that records do not pile up forever.
+        initializer: run once in each worker thread before its first task (for example to
+            lower the thread's CPU priority).
 
     Raises:
         ValueError: `max_workers` or `keep_finished` is smaller than 1.
     """
 
-    def __init__(self, max_workers: int = 2, keep_finished: int = 1000) -> None:
+    def __init__(
+        self,
+        max_workers: int = 2,
+        keep_finished: int = 1000,
+        initializer: Callable[[], object] | None = None,
+    ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be greater than 0")
         if keep_finished < 1:
             raise ValueError("keep_finished must be greater than 0")
         self.max_workers = max_workers
         self._keep_finished = keep_finished
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="analysis")
+        self._executor = ThreadPoolExecutor(
+            max_workers, thread_name_prefix="analysis", initializer=initializer
+        )
         self._lock = threading.Lock()
         self._tasks: dict[str, _Task] = {}
         self._queue: OrderedDict[str, None] = OrderedDict()  # waiting ids, oldest first

@@ -405,7 +405,6 @@ class VideoService:
     # -- the worker side -----------------------------------------------------------------------
 
     def _analyse(self, session_id: str, cancel_event: threading.Event) -> None:
-        _lower_thread_priority()
         started = self.sessions.update_session(
             session_id,
             expect_status=SessionStatus.QUEUED,
@@ -456,6 +455,9 @@ class VideoService:
             )
             self._remove_files(session_id)
             raise
+        # The artifacts are what the client fetches from now on: the source video goes before
+        # the session says "completed", so a completed session never has one on disk.
+        _unlink_quietly(Path(session.video_path))
         completed = self.sessions.update_session(
             session_id,
             expect_status=SessionStatus.PROCESSING,
@@ -466,10 +468,7 @@ class VideoService:
             artifacts=tuple(result.artifacts),
             finished_at=time.time(),
         )
-        if completed:
-            # The artifacts are what the client fetches now; the source video is not needed.
-            _unlink_quietly(Path(session.video_path))
-        else:
+        if not completed:
             self._remove_files(session_id)
 
     # -- queries -------------------------------------------------------------------------------
@@ -608,8 +607,11 @@ def _declared_size(content_length: str | None) -> int:
         return 0
 
 
-def _lower_thread_priority() -> None:
-    """Renice the calling worker thread (and the decoder threads it starts) to _ANALYSIS_NICE."""
+def lower_thread_priority() -> None:
+    """Renice the calling worker thread (and the decoder threads it starts) to _ANALYSIS_NICE.
+
+    The task pool runs it in each of its threads, so every analysis, the synchronous ones too,
+    yields the CPU to the event loop."""
     if not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()

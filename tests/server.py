@@ -47,6 +47,9 @@ class Server:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    # As in the Procfile: open event streams must not hold a shutdown forever.
+                    "--timeout-graceful-shutdown",
+                    "5",
                 ],
                 cwd=ROOT,
                 env=self.env,

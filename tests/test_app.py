@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,3 +113,16 @@ def test_cors_allows_the_configured_origins(tmp_path: Path) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         refused = client.get("/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in refused.headers
+
+
+def test_analysis_threads_yield_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
+    with make_client(Settings(storage_dir=tmp_path)) as client:
+        tasks = client.app.state.tasks  # type: ignore[attr-defined]
+
+        def own_priority() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        tasks.submit_task("probe", own_priority)
+        assert tasks.wait("probe", timeout=5)
+        assert tasks.get_task_status("probe")["result"] >= 10
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 10

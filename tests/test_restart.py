@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,33 @@ def test_sigterm_cancels_running_work_and_keeps_the_store_consistent(
     assert "shut down" in cancelled["message"]
     assert second.process is not None
     assert httpx.get(f"{second.url}/health").json()["running"] == 0
+
+
+def test_sigterm_is_not_held_up_by_open_event_streams(
+    servers: list[Server], tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    server = _server(servers, tmp_path)
+    # One worker, four long analyses: a stream on each would hold uvicorn's shutdown until all
+    # four had run (about 12 s) but for --timeout-graceful-shutdown 5.
+    sessions = [_upload(server, clips["long"]) for _ in range(4)]
+    _wait(server, sessions[0], {"processing"})
+    streams = [
+        threading.Thread(target=_follow, args=(server, session_id), daemon=True)
+        for session_id in sessions
+    ]
+    for stream in streams:
+        stream.start()
+    time.sleep(0.5)  # every stream open and waiting
+    started = time.monotonic()
+    server.terminate(timeout=30)
+    assert time.monotonic() - started < 7.5, "open event streams held up the shutdown"
+    assert "Application shutdown complete" in server.log.read_text()
+
+
+def _follow(server: Server, session_id: str) -> None:
+    try:
+        with httpx.stream("GET", f"{server.url}{API}/events/{session_id}", timeout=30) as r:
+            for _ in r.iter_lines():
+                pass
+    except httpx.HTTPError:
+        pass  # the server went away: that is the point

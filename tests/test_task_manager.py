@@ -221,3 +221,22 @@ def test_forget_drops_a_finished_record() -> None:
     tasks.forget("gone")
     assert tasks.get_task_status("gone")["status"] == "not_found"
     tasks.shutdown()
+
+
+def test_initializer_runs_in_every_worker_thread_before_its_tasks() -> None:
+    prepared: set[int] = set()
+    tasks = BackgroundTaskManager(
+        max_workers=2, initializer=lambda: prepared.add(threading.get_ident())
+    )
+
+    def was_prepared() -> bool:
+        return threading.get_ident() in prepared
+
+    release, block = _blocker()
+    tasks.submit_task("a", block)
+    tasks.submit_task("b", was_prepared)
+    assert tasks.wait("b", timeout=5)
+    assert tasks.get_task_status("b")["result"] is True
+    release.set()
+    tasks.shutdown()
+    assert len(prepared) == 2
