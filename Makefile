@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install install-dev run test lint bench clean
+.PHONY: install install-dev run test chromium lint bench clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ install-dev: $(VENV)/.dev
 run: install
 	$(PY) -m uvicorn app:app --host 0.0.0.0 --port $(PORT) --timeout-graceful-shutdown 5
 
-test: install-dev
+test: install-dev chromium
 	$(PY) -m pytest -q
+
+# The browser test drives Debian's chromium: install it where we can (root with apt-get).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+	  || echo "chromium is not installed and cannot be here: the browser tests will fail"
 
 lint: install-dev
 	$(PY) -m ruff check .
