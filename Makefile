@@ -33,6 +33,7 @@ chromium:
 
 lint: install-dev
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 $(VENV)/.bench: $(VENV)/.dev requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt

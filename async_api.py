@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 # memory, and a plain `def` would send each one to a worker thread. Under load that hand-off,
 # not the work, was the latency: every hop waits for the GIL behind the busy analysis threads.
 async def get_service(request: Request) -> VideoService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    return request.app.state.service
 
 
 ServiceDep = Annotated[VideoService, Depends(get_service)]
@@ -95,7 +95,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
 
-UPLOAD_FORM = {
+UPLOAD_FORM: dict[str, Any] = {
     "type": "object",
     "required": ["video"],
     "properties": {

@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 from python_multipart.exceptions import FormParserError
@@ -116,7 +117,7 @@ class _Receiver:
         self.check_head = check_head
         self.upload: ReceivedUpload | None = None
         self.fields: dict[str, str] = {}
-        self._file = None  # type: ignore[var-annotated]
+        self._file: BinaryIO | None = None
         self._buffer = bytearray()
         self._head_checked = False
         self._in_file = False
