@@ -5,6 +5,7 @@
     python -m bench --quick         # a smoke run in under 2 minutes (1-minute video only,
                                     # no engine bench: `python -m bench.engine --quick`)
     python -m bench --only latency leak --duration 30
+    python -m bench --table bench/results.json   # the table of an earlier run
 """
 
 from __future__ import annotations
@@ -186,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, help="leak-check cycles (default 50; quick 20)")
     parser.add_argument("--repeat", type=int, default=1, help="in-process runs per tool (best)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--table", type=Path, help="only print the table of a results file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
 
     quick = args.quick
     duration = args.duration or (10.0 if quick else 60.0)
@@ -226,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results[section] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"  {section} took {time.monotonic() - began:.0f} s", flush=True)
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    results["seconds"] = round(time.time() - results["started"], 1)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+        # Written after every section: an interrupted run keeps what it measured.
+        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results["seconds"] = round(time.time() - results["started"], 1)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(table(results))
     print(f"\nwritten to {args.out}")
