@@ -3,6 +3,7 @@ the schema allows, or breaks, gets a 5xx or an answer that does not match its do
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,7 +35,8 @@ def running_app() -> Iterator[None]:
 
 @schema.parametrize()
 @settings(
-    max_examples=40,
+    # 40 per operation in the suite; FUZZ_EXAMPLES=500 for a deeper run by hand.
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
