@@ -113,7 +113,7 @@ class AnalysisOptions:
     """Numbers kept per sample from the pose grid (random projection: distances survive)."""
 
     diff_threshold: float = 14.0
-    """Grey levels (brightness-normalised, lightly blurred) a pixel must change to count as moving."""
+    """Grey levels (brightness-normalised, lightly blurred) a pixel must change to be moving."""
 
     moving_fraction: float = 0.002
     """Smoothed fraction of moving pixels below which a stretch is considered still."""
@@ -127,8 +127,9 @@ class AnalysisOptions:
     periodicity_threshold: float = 0.45
     """Self-similarity at the rep period (0..1) from which motion counts as repetitive."""
 
-    min_reps: int = 3
-    """A periodic stretch with fewer repetitions is not a set (two movements are not a rhythm)."""
+    min_reps: int = 4
+    """A periodic stretch with fewer repetitions is not a set: adjusting and shuffling between sets
+    produce two or three similar movements in a row often enough."""
 
     thumbnail_width: int = 320
     """Maximum width of a highlight thumbnail in pixels."""
@@ -454,7 +455,8 @@ class _FrameAnalyser:
             self._anchor(grey)
         else:
             shift = self.camera.locate(grey, self.shift)
-            if shift is None or abs(shift[0]) > self.size[0] / 5 or abs(shift[1]) > self.size[1] / 5:
+            if (shift is None or abs(shift[0]) > self.size[0] / 5
+                    or abs(shift[1]) > self.size[1] / 5):
                 # Lost (a cut, a textureless view) or too little overlap left with the reference
                 # (a pan): start again from this frame.
                 self._anchor(grey)
@@ -584,7 +586,8 @@ def _store_thumbnail(scan: _Scan, candidate: tuple[int, float, float, np.ndarray
 
 def _box_smooth(signal: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average with edge-aware normalisation (no shrink towards zero at the ends)."""
-    width = max(1, int(width))
+    # np.convolve(mode="same") returns the longer of its inputs: never let the kernel be longer.
+    width = max(1, min(int(width), signal.size))
     if width == 1 or signal.size == 0:
         return signal.astype(np.float64)
     kernel = np.ones(width)
@@ -596,7 +599,7 @@ def _box_smooth(signal: np.ndarray, width: int) -> np.ndarray:
 def _gaussian_smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
     if sigma < 0.5 or signal.size == 0:
         return signal.astype(np.float64)
-    radius = int(3 * sigma + 0.5)
+    radius = min(int(3 * sigma + 0.5), (signal.size - 1) // 2)
     x = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
     total = np.convolve(signal, kernel, mode="same")
@@ -605,7 +608,7 @@ def _gaussian_smooth(signal: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def _resample(times: np.ndarray, values: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """Put irregular samples (24 fps sampled at 10/s is 3,2,3,2... frames apart) on a uniform grid."""
+    """Put irregular samples (24 fps sampled at 10/s: 3,2,3,2... frames apart) on a uniform grid."""
     grid = np.arange(0.0, times[-1] + 1e-9, 1.0 / rate)
     if values.ndim == 1:
         return grid, np.interp(grid, times, values)
@@ -886,6 +889,28 @@ def _periodicity(pose: np.ndarray, options: AnalysisOptions) -> tuple[np.ndarray
     return _local_period(similarity, min_lag, max_lag)
 
 
+def _merge_runs(runs: list[tuple[int, int]], period: np.ndarray, strength: np.ndarray,
+                threshold: float) -> list[tuple[int, int, float]]:
+    """Join periodic runs with the same period that are less than two periods apart.
+
+    A small or noisy movement keeps its rhythm but its periodicity flickers around the threshold;
+    one set then shows as several runs, which would each be too short to count."""
+    merged: list[tuple[int, int, float]] = []
+    for a, b in runs:
+        periods = period[a:b][strength[a:b] >= threshold]
+        if periods.size == 0:
+            continue
+        lag = float(np.median(periods))
+        if merged:
+            a0, b0, lag0 = merged[-1]
+            if a - b0 <= 2 * max(lag, lag0) and abs(lag - lag0) <= 0.1 * max(lag, lag0):
+                weight = (b0 - a0) / (b0 - a0 + b - a)
+                merged[-1] = (a0, b, weight * lag0 + (1 - weight) * lag)
+                continue
+        merged.append((a, b, lag))
+    return merged
+
+
 def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: np.ndarray,
                strength: np.ndarray, options: AnalysisOptions) -> list[_Set]:
     """Active sets on a uniform sample grid: moving, periodic stretches with enough reps."""
@@ -894,15 +919,10 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
     moving = _box_smooth(energy, round(rate)) > options.moving_fraction
     active = moving & (strength >= options.periodicity_threshold) & (period > 0)
     active = _close_gaps(active, round(1.0 * rate))
-    runs = [(a, b) for a, b in _runs(active) if b - a >= round(1.5 * rate)]
+    runs = _merge_runs(_runs(active), period, strength, options.periodicity_threshold)
+    runs = [(a, b, lag) for a, b, lag in runs if b - a >= max(round(1.5 * rate), 1.5 * lag)]
     candidates = []
-    for i, (a, b) in enumerate(runs):
-        periods = period[a:b][strength[a:b] >= options.periodicity_threshold]
-        if periods.size == 0:
-            continue
-        lag = float(np.median(periods))
-        if b - a < 1.5 * lag:
-            continue
+    for i, (a, b, lag) in enumerate(runs):
         # The similarity windows make a run start late and end early by up to about a period;
         # two periods of margin recover the edge reps (they must continue the rhythm to count).
         lower = runs[i - 1][1] if i else 0
@@ -920,11 +940,20 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
         near = np.zeros(n, dtype=bool)
         near[max(0, margin.start - reach):margin.start] = True
         near[margin.stop:margin.stop + reach] = True
-        if not _rest_is_low(raw, core, raw[near & resting]):
-            signal, raw = -signal, -raw
+        # Which way up is the rep signal? A set starts and ends in its start pose. Counted the
+        # right way up, its edge reps pass through that pose on their outer side and are kept;
+        # counted upside down, the "peaks" are start poses and the outermost ones, with rest
+        # beyond them, are dropped. So the right way up usually finds more reps; on a tie, rest
+        # nearby (the start pose, mostly) is the lower side.
         local = slice(core.start - margin.start, core.stop - margin.start)
-        peaks = [p + margin.start for p in _count_cycles(signal, local, lag,
-                                                         [pose[margin], detrended], raw[margin])]
+        poses = [pose[margin], detrended]
+        counts = {sign: _count_cycles(sign * signal, local, lag, poses, sign * raw[margin])
+                  for sign in (1, -1)}
+        if len(counts[1]) == len(counts[-1]):
+            sign = 1 if _rest_is_low(raw, core, raw[near & resting]) else -1
+        else:
+            sign = max(counts, key=lambda k: len(counts[k]))
+        peaks = [p + margin.start for p in counts[sign]]
         if len(peaks) < options.min_reps:
             continue
         intervals = np.diff(peaks)
@@ -1002,9 +1031,9 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
                        options: AnalysisOptions) -> list[tuple[float, float, float, str, float]]:
     """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first.
 
-    Motion counts fully inside a set (`in_set`) and a tenth outside: shuffling about or stepping
-    aside between sets moves many pixels but is not a highlight of a workout, while a video
-    without any sets still gets its most active moments.
+    Windows on a set (`in_set`) come first, and motion outside sets counts a tenth: shuffling
+    about or stepping aside between sets moves many pixels but is not a highlight of a workout,
+    while a video without any sets still gets its most active moments.
     """
     if times.size == 0:
         return []
@@ -1019,10 +1048,14 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
     csum = np.concatenate([[0.0], np.cumsum(energy)])
     window_mean = (csum[width:] - csum[:-width]) / width
     norm = max(float(window_mean.max()), _ENERGY_FLOOR)
+    inside = np.concatenate([[0], np.cumsum(in_set)])
+    on_set = (inside[width:] - inside[:-width]) > 0
     available = np.ones(window_mean.size, dtype=bool)
     out = []
     while len(out) < options.max_highlights and available.any():
-        start = int(np.argmax(np.where(available, window_mean, -1.0)))
+        # Windows on a set come first, best first; the other moments fill the remaining places.
+        rank = np.where(available, window_mean + np.where(on_set, 1.0 + norm, 0.0), -1.0)
+        start = int(np.argmax(rank))
         score = float(window_mean[start]) / norm
         if out and score < _MIN_HIGHLIGHT_SCORE:
             break

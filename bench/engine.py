@@ -196,7 +196,7 @@ def _print_accuracy(report: dict[str, Any]) -> None:
 
 
 def run(quick: bool = False, threads: int = 1, repeats: int = 2) -> dict[str, Any]:
-    """Run the benchmark, print its tables, write `bench/engine_results.json`, return the figures."""
+    """Run the benchmark, print its tables, write `bench/engine_results.json`, return figures."""
     if threads == 1:
         # "One core" for real: FFmpeg's decoder threads are not governed by setNumThreads.
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

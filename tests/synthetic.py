@@ -74,7 +74,7 @@ small (curl)."""
 
 @dataclass(frozen=True)
 class SetSpec:
-    """One set to perform: `reps` repetitions of `exercise`, `period` seconds each (±10 % jitter)."""
+    """One set to perform: `reps` repetitions of `exercise`, `period` seconds each (± jitter)."""
 
     exercise: str
     reps: int
@@ -83,7 +83,7 @@ class SetSpec:
 
 @dataclass(frozen=True)
 class WorkoutSpec:
-    """Everything that decides a generated workout clip; the same spec always gives the same clip."""
+    """Everything that decides a generated workout clip; one spec always gives the same clip."""
 
     sets: tuple[SetSpec, ...]
     seed: int = 0
@@ -382,7 +382,7 @@ class SetScore:
 class ClipScore:
     sets: tuple[SetScore, ...]
     sets_in_rest: int
-    """Detected sets that overlap no true set (found inside a rest)."""
+    """Detected sets lying mostly (over half their length) outside the true sets."""
     top3_on_intense: int
     top3_count: int
 
@@ -406,7 +406,8 @@ def score_clip(clip: int, truth: WorkoutTruth, result) -> ClipScore:
         scores.append(SetScore(clip, true.exercise, true.reps, found.reps,
                                round(found.start - true.start, 2), round(found.end - true.end, 2)))
     in_rest = sum(1 for s in active
-                  if not any(min(t.end, s.end) > max(t.start, s.start) for t in truth.sets))
+                  if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in truth.sets)
+                  < 0.5 * (s.end - s.start))
     top3 = (result.highlights or [])[:3]
     on_intense = sum(1 for h in top3
                      if any(min(b, h.end) > max(a, h.start) for a, b in truth.intense))
@@ -444,3 +445,25 @@ def summarise(clips: list[ClipScore]) -> SuiteSummary:
         sets_in_rest=sum(c.sets_in_rest for c in clips),
         top3_on_intense=sum(c.top3_on_intense for c in clips) / max(1, top),
     )
+
+
+def reencode(source: Path, target: Path, container: str, codec: str = "libx264") -> Path:
+    """Re-encode a clip into another container with PyAV, e.g. a raw H.264 stream (`"h264"`),
+    whose frame count OpenCV cannot know, or MPEG-PS (`"mpeg"`, codec `"mpeg1video"`), whose
+    count it gets wrong. Returns `target`."""
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w", format=container) as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream(codec, rate=round(float(stream.average_rate or 30)))
+        out.width, out.height = stream.codec_context.width, stream.codec_context.height
+        out.pix_fmt = "yuv420p"
+        for index, frame in enumerate(src.decode(stream)):
+            # A fresh frame: the decoded one carries the source's time base, which MPEG-1 refuses.
+            image = av.VideoFrame.from_ndarray(frame.to_ndarray(format="bgr24"), format="bgr24")
+            image.pts = index
+            for packet in out.encode(image):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+    return target
