@@ -165,6 +165,14 @@ def table(results: dict[str, Any]) -> str:
                 f"| {one['end_to_end_s']} ({one['upload_s']}) | {one['realtime_factor']} "
                 f"| {two['end_to_end_s']} | {two['realtime_factor']} | {r['speedup_2w']} |"
             )
+        cores = ", ".join(f"{r['in_process'].get('ours_cores', '?')}" for r in rows)
+        api_cores = ", ".join(
+            f"{r['api_1w']['server_cpu_cores']} / {r['api_2w']['server_cpu_cores']}" for r in rows
+        )
+        out.append(
+            f"\nCores one in-process analysis keeps busy (FFmpeg's decoder threads): {cores}. "
+            f"Server CPU through the API, 1 worker / 2 workers: {api_cores} cores."
+        )
     for section in SECTIONS:
         value = results.get(section)
         if isinstance(value, dict) and ("error" in value or "skipped" in value):

@@ -68,6 +68,9 @@ def in_process(path: Path, repeat: int = 1) -> dict[str, Any]:
         "ours_cpu_s": round(o_cpu, 2),
         "scenedetect_s": round(s_wall, 2),
         "scenedetect_cpu_s": round(s_cpu, 2),
+        # Above 1.0: FFmpeg's decoder threads spread one analysis over several cores.
+        "ours_cores": round(o_cpu / o_wall, 2),
+        "scenedetect_cores": round(s_cpu / s_wall, 2),
         "ratio_wall": round(o_wall / s_wall, 2),
         "ratio_cpu": round(o_cpu / s_cpu, 2),
         "reps_found": result.workout.total_reps if result.workout else None,
