@@ -9,16 +9,20 @@ How it works, in one streaming pass over the video:
 
 1. Every frame is decoded (`grab()`), but only about `sample_fps` frames per second are converted
    (`retrieve()`) and shrunk to a small grey image, brightness-normalised against flicker.
-2. Camera motion between samples is measured by phase correlation and removed, so what remains is
-   the motion of the subject. Per sample we keep a handful of numbers: the fraction of pixels that
-   moved, whether it looked like a cut, and a 64-number random projection of a coarse, aligned grid
-   of the frame (a compact stand-in for the pose). Per second we keep one JPEG thumbnail candidate.
-   Memory per second of video is a few kilobytes, whatever the resolution.
+2. The camera's shake and drift are measured against a reference frame (coarse-to-fine
+   Lucas-Kanade on a 3x3 grid of tiles, median of the tiles) and removed, so what remains is the
+   motion of the subject. Per sample we keep a handful of numbers: the fraction of pixels that
+   moved, whether it looked like a cut, and a 64-number random projection of a coarse, aligned,
+   blurred grid of the frame (a compact stand-in for the pose). Per second we keep one JPEG
+   thumbnail candidate. That is a few kilobytes per second of video, whatever the resolution.
 3. Workout: a pose that repeats shows as a high self-similarity of the projected frames at the rep
    period. Stretches that are both moving and periodic become sets; everything else (stillness,
    fidgeting, adjusting) is rest. In each set the frames are projected on their leading principal
-   component, and a hysteresis counter turns that one-dimensional signal into repetitions.
-4. Highlights: the windows with the most subject motion, greedily, without overlap.
+   component, and a hysteresis counter turns that one-dimensional signal into repetitions; reps at
+   the edges of a set count only if they keep its rhythm, stay in its plane of motion and pass
+   through its start pose.
+4. Highlights: the windows with the most subject motion, greedily, without overlap; windows on a
+   set come first (fidgeting between sets moves pixels but is not a highlight).
 5. Reel (optional): a second, seek-based pass with PyAV over just the highlight windows, encoded
    H.264/yuv420p with faststart so browsers play it.
 """
@@ -285,7 +289,8 @@ class _Progress:
         self._callback = callback
         self._segment_seconds = segment_seconds
         self._total = max(1, math.ceil(duration_estimate / segment_seconds - 1e-9))
-        self._ceiling = ceiling
+        # The percent the analysis pass may reach; what is left is for the reel and the end.
+        self.ceiling = ceiling
         self._segment = 0
         self._percent = 0
 
@@ -303,7 +308,7 @@ class _Progress:
         if segment > self._total:
             # The container under-reported its length: keep moving, never reach the ceiling early.
             self._total = segment + 1
-        percent = self._ceiling * (segment - 1) // self._total
+        percent = self.ceiling * (segment - 1) // self._total
         self.report(percent, f"Analyzing segment {segment}/{self._total}")
 
 
@@ -519,6 +524,11 @@ def _common_window(size: tuple[int, int], a: tuple[float, float],
     return slice(x0, max(x0, x1)), slice(y0, max(y0, y1))
 
 
+def _stop_if_cancelled(cancel_event: threading.Event | None) -> None:
+    if cancel_event is not None and cancel_event.is_set():
+        raise AnalysisCancelled("analysis cancelled")
+
+
 def _scan_video(options: AnalysisOptions, progress: _Progress | None,
                 cancel_event: threading.Event | None, keep_thumbnails: bool,
                 capture: cv2.VideoCapture, first_frame: np.ndarray, fps: float) -> _Scan:
@@ -534,8 +544,7 @@ def _scan_video(options: AnalysisOptions, progress: _Progress | None,
     # so at most one JPEG encode per second of video.
     candidate: tuple[int, float, float, np.ndarray] | None = None
     while True:
-        if cancel_event is not None and cancel_event.is_set():
-            raise AnalysisCancelled("analysis cancelled")
+        _stop_if_cancelled(cancel_event)
         seconds = index / fps
         if frame is None:
             try:
@@ -782,27 +791,28 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
     return kept
 
 
-def _leading_axes(centred: np.ndarray, count: int, iterations: int = 60) -> np.ndarray:
-    """The `count` leading principal axes (columns) of centred samples (rows), by power iteration.
+def _leading_axes(centred: np.ndarray, count: int) -> np.ndarray:
+    """The `count` leading principal axes (columns) of centred samples (rows).
 
-    LAPACK's eigh on a 64x64 matrix takes ~13 ms here (OpenBLAS thread start-up); a few dozen
-    matrix-vector products take microseconds and converge well for the one or two dominant axes.
+    By repeated squaring of the covariance (C^256 is, to machine precision, its top eigenvector
+    times its transpose unless the top eigenvalues are within a few percent of each other, when
+    either axis serves) and deflation. LAPACK's eigh does the same job but its OpenBLAS threads
+    made it take 10-30 ms per 64x64 call on a busy machine, many times per video.
     """
     covariance = centred.T @ centred
-    axes = np.zeros((covariance.shape[0], count))
-    for k in range(count):
-        vector = covariance[:, int(np.argmax(np.einsum("ij,ij->j", covariance, covariance)))].copy()
-        for _ in range(iterations):
-            vector -= axes[:, :k] @ (axes[:, :k].T @ vector)
+    axes = []
+    for _ in range(count):
+        power = covariance / max(float(np.abs(covariance).max()), 1e-300)
+        for _ in range(8):
+            power = power @ power
+            power /= max(float(np.abs(power).max()), 1e-300)
+        vector = power[:, int(np.argmax(np.einsum("ij,ij->j", power, power)))].copy()
+        for _ in range(5):  # polish with the covariance itself
             vector = covariance @ vector
-            norm = float(np.linalg.norm(vector))
-            if norm == 0.0:
-                break
-            vector /= norm
-        vector -= axes[:, :k] @ (axes[:, :k].T @ vector)
-        norm = float(np.linalg.norm(vector))
-        axes[:, k] = vector / norm if norm > 0 else 0.0
-    return axes
+            vector /= max(float(np.linalg.norm(vector)), 1e-300)
+        axes.append(vector)
+        covariance = covariance - float(vector @ covariance @ vector) * np.outer(vector, vector)
+    return np.stack(axes, axis=1)
 
 
 def _off_plane_test(poses: list[np.ndarray], core: slice, peaks: list[int], spacing: float,
@@ -1131,8 +1141,7 @@ def _write_reel(path: str | os.PathLike, windows: list[tuple[float, float]], tar
                 seek_to = int(start / stream.time_base) if stream.time_base else 0
                 source.seek(max(0, seek_to), stream=stream, backward=True)
                 for frame in source.decode(stream):
-                    if cancel_event is not None and cancel_event.is_set():
-                        raise AnalysisCancelled("analysis cancelled")
+                    _stop_if_cancelled(cancel_event)
                     t = frame.time
                     if t is None or t < start - 1e-3:
                         continue
@@ -1234,12 +1243,15 @@ class RailwayVideoGenerator:
         cut_u = np.zeros(grid.size, dtype=bool)
         cut_u[np.clip(np.searchsorted(grid, times[np.asarray(scan.cut, dtype=bool)]), 0,
                       grid.size - 1)] = True
-        progress.report(progress._ceiling, "Finding sets and highlights")
+        progress.report(progress.ceiling, "Finding sets and highlights")
 
         # Sets are found once: the workout reports them, the highlights prefer them.
         _, pose_u = _resample(times, pose, options.sample_fps)
+        _stop_if_cancelled(cancel_event)
         period, strength = _periodicity(pose_u, options)
+        _stop_if_cancelled(cancel_event)
         sets = _find_sets(grid, energy_u, pose_u, period, strength, options)
+        _stop_if_cancelled(cancel_event)
         in_set = np.zeros(grid.size, dtype=bool)
         for s in sets:
             in_set[(grid >= s.start) & (grid < s.end)] = True
@@ -1262,11 +1274,10 @@ class RailwayVideoGenerator:
                 highlights.append(Highlight(start, end, score, reason, peak, name))
             if want_reel and highlights:
                 assert out_dir is not None
-                ceiling = progress._ceiling
+                ceiling = progress.ceiling
 
                 def reel_progress(fraction: float) -> None:
-                    if cancel_event is not None and cancel_event.is_set():
-                        raise AnalysisCancelled("analysis cancelled")
+                    _stop_if_cancelled(cancel_event)
                     progress.report(ceiling + int((99 - ceiling) * fraction),
                                     "Writing highlight reel")
 

@@ -6,6 +6,7 @@ nothing is mocked.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -364,6 +365,11 @@ ACCURACY_SUITE: tuple[WorkoutSpec, ...] = (
 )
 """Fixed-seed clips covering every exercise, periods 0.6-6 s, portrait and landscape, 24-60 fps,
 a small figure off-centre, strong shake and noise, strong fidgeting and strong flicker."""
+
+HOLDOUT_SUITE: tuple[WorkoutSpec, ...] = tuple(
+    dataclasses.replace(spec, seed=spec.seed + 100) for spec in ACCURACY_SUITE)
+"""The same clips with other seeds (other timing, placement, background, fidgeting). The engine
+was tuned looking at ACCURACY_SUITE only; this one shows how well that generalises."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
 import pytest
 
@@ -106,6 +108,59 @@ def test_find_sets_separates_two_sets_from_still_rest() -> None:
     assert sets[1].start == pytest.approx(24.0, abs=1.0) and sets[1].end == pytest.approx(32, abs=1)
 
 
+def test_runs_with_the_same_period_merge_and_runs_with_another_period_do_not() -> None:
+    period = np.full(100, 15)
+    period[70:] = 25
+    strength = np.ones(100)
+    merged = engine._merge_runs([(0, 20), (40, 60), (70, 100)], period, strength, 0.5)
+    assert [(a, b) for a, b, _ in merged] == [(0, 60), (70, 100)]
+
+
+def test_leading_axes_are_the_covariance_eigenvectors() -> None:
+    rng = np.random.default_rng(1)
+    samples = rng.standard_normal((300, 16)) * np.linspace(4, 0.5, 16)
+    samples -= samples.mean(axis=0)
+    axes = engine._leading_axes(samples, 2)
+    _, vectors = np.linalg.eigh(samples.T @ samples)
+    assert abs(axes[:, 0] @ vectors[:, -1]) > 0.999 and abs(axes[:, 1] @ vectors[:, -2]) > 0.999
+
+
+def test_edge_reps_are_kept_but_a_wiggle_off_the_plane_of_motion_is_not() -> None:
+    t = np.arange(0, 20, 0.1)
+    rep = (1 - np.cos(2 * np.pi * t / 2.0)) / 2  # reps from t=0 to 16 s, rest pose 0 after
+    rep[t >= 16] = 0
+    wiggle = np.where((t > 17) & (t < 18), np.sin(np.pi * (t - 17)), 0.0)  # another joint
+    rng = np.random.default_rng(0)
+    pose = np.stack([rep, 0.5 * rep, wiggle, 0.8 * wiggle], axis=1)
+    pose += 0.01 * rng.standard_normal(pose.shape)
+    signal = rep + 1.0 * wiggle  # the rep signal alone cannot tell the wiggle from a rep
+    core = slice(30, 130)  # the detector found only the middle of the set
+    peaks = engine._count_cycles(signal, core, 20.0, [pose, pose], signal)
+    assert [round(p / 10, 1) for p in peaks] == [1.0 + 2.0 * k for k in range(8)]
+
+
+def test_camera_tracker_recovers_a_known_shift_to_a_twentieth_of_a_pixel() -> None:
+    rng = np.random.default_rng(2)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (200, 300)).astype(np.float32), (0, 0), 2.0)
+    tracker = engine._CameraTracker()
+    tracker.anchor(texture[20:164, 20:276].copy())
+    for dx, dy in [(3, 0), (0, -5), (-7, 6), (9, 9)]:
+        moved = texture[20 - dy:164 - dy, 20 - dx:276 - dx].copy()
+        shift = tracker.locate(moved, (0.0, 0.0))
+        assert shift == pytest.approx((dx, dy), abs=0.05)
+
+
+def test_a_moving_person_does_not_pull_the_camera_estimate() -> None:
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (200, 300)).astype(np.float32), (0, 0), 2.0)
+    reference = texture[20:164, 20:276].copy()
+    tracker = engine._CameraTracker()
+    tracker.anchor(reference)
+    frame = texture[18:162, 24:280].copy()  # the camera moved by (-4, 2)
+    frame[40:110, 100:150] = 250.0  # a bright "person" appears in the middle tile
+    assert tracker.locate(frame, (0.0, 0.0)) == pytest.approx((-4, 2), abs=0.1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Options and the public surface
 # ------------------------------------------------------------------------------------------------
@@ -189,8 +244,6 @@ def test_a_workout_clip_gets_its_sets_and_reps(tmp_path: Path) -> None:
 
 
 def test_full_analysis_gives_both_results_and_a_browser_playable_reel(tmp_path: Path) -> None:
-    import av
-
     spec = WorkoutSpec((SetSpec("jumping_jack", 8, 1.0),), seed=12, rest=(2.0, 3.0))
     truth = make_workout_video(tmp_path / "w.mp4", spec)
     out = tmp_path / "out"
@@ -287,8 +340,6 @@ def test_4k_video_is_analysed_at_the_same_small_size(tmp_path: Path) -> None:
     result = RailwayVideoGenerator().analyze(path, "full", output_dir=out)
     assert (result.video.width, result.video.height) == (3840, 2160)
     thumbnail = out / result.highlights[0].thumbnail
-    import cv2
-
     assert cv2.imread(str(thumbnail)).shape[1] == 320
 
 
@@ -310,11 +361,11 @@ def test_a_generated_clip_has_consistent_ground_truth(tmp_path: Path) -> None:
 
 
 def test_the_accuracy_suite_meets_every_target(tmp_path: Path) -> None:
-    engine_ = RailwayVideoGenerator()
+    generator = RailwayVideoGenerator()
     clips = []
     for index, spec in enumerate(ACCURACY_SUITE):
         truth = make_workout_video(tmp_path / f"clip{index}.mp4", spec)
-        clips.append(score_clip(index, truth, engine_.analyze(truth.path, "full")))
+        clips.append(score_clip(index, truth, generator.analyze(truth.path, "full")))
     summary = summarise(clips)
     assert summary.sets >= 20
     assert summary.within_one >= 0.95
