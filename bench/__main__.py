@@ -124,6 +124,10 @@ def table(results: dict[str, Any]) -> str:
             out.append(_lat_row(name, loaded.get(name, {}), f"{q} ≤ {v:g}"))
         for name in ("status", "results", "upload"):
             out.append(_lat_row(f"{name} (idle workers)", idle.get(name, {}), ""))
+        out.append(
+            f"\nSIGTERM with {lat['analyses_running_at_sigterm']} analyses running: the server "
+            f"exited in {lat['server_stop_seconds']} s (exit status {lat['server_exit_code']})."
+        )
     leak = results.get("leak")
     if isinstance(leak, dict) and "rows" in leak:
         out += [

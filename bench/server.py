@@ -105,6 +105,10 @@ class Server:
         if self.proc is not None:
             self.exit_code = self.proc.returncode
         self._log.close()
+        # uvicorn re-raises the SIGTERM it handled, so -15 is a clean exit too; otherwise the
+        # log stays for a look.
+        if self.exit_code in (0, -signal.SIGTERM):
+            self.log_path.unlink(missing_ok=True)
         self._tmp.cleanup()
 
     def __enter__(self) -> Server:
