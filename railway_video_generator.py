@@ -731,16 +731,18 @@ def _hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
 
 def _count_cycles(signal: np.ndarray, core: slice, period: float,
                   poses: list[np.ndarray] | None = None,
-                  level: np.ndarray | None = None) -> list[int]:
+                  level: np.ndarray | None = None, level_offset: int = 0) -> list[int]:
     """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
 
     Levels come from the set itself (10th/90th percentiles). Peaks in the margins join only if they
     continue the rhythm (0.6..1.45 of the typical spacing from a counted rep), reach a rep-like
     height and, when the frames' pose vectors are given, stay in the set's plane of motion
     (`_off_plane_test`): a wave or a stretch of one arm next to a set of curls is not a curl.
-    With `level` (the rep axis projection, not detrended), an edge rep must also pass through
-    the set's start pose on its outer side, as a first rep starts from it and a last rep returns
-    to it; walking off into another pose after the set makes no rep.
+    With `level` (the rep axis projection, not detrended, over the whole video; index i of the
+    signal is `level_offset + i` there), an edge rep must also pass through the set's start pose
+    on its outer side, as a first rep starts from it and a last rep returns to it; walking off
+    into another pose after the set makes no rep. (Judging that on whole pose vectors instead
+    was tried: camera drift and shuffling then rejected real edge reps on held-out clips.)
     """
     core_values = signal[core]
     if core_values.size < 3:
@@ -764,12 +766,14 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
 
     reach = max(1, int(round(spacing)))
     if level is not None:
-        low_level, high_level = np.percentile(level[core], [10, 90])
+        in_core = level[core.start + level_offset:core.stop + level_offset]
+        low_level, high_level = np.percentile(in_core, [10, 90])
         start_pose = low_level + 0.35 * (high_level - low_level)
 
     def passes_start_pose(p: int, outwards: int) -> bool:
         if level is None:
             return True
+        p += level_offset
         lo, hi = (p + 1, p + 1 + reach) if outwards > 0 else (p - reach, p)
         window = level[max(0, lo):max(0, hi)]
         # Cut short by the end of the video: the rep may well have finished off camera.
@@ -957,7 +961,7 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
         # nearby (the start pose, mostly) is the lower side.
         local = slice(core.start - margin.start, core.stop - margin.start)
         poses = [pose[margin], detrended]
-        counts = {sign: _count_cycles(sign * signal, local, lag, poses, sign * raw[margin])
+        counts = {sign: _count_cycles(sign * signal, local, lag, poses, sign * raw, margin.start)
                   for sign in (1, -1)}
         if len(counts[1]) == len(counts[-1]):
             sign = 1 if _rest_is_low(raw, core, raw[near & resting]) else -1
