@@ -51,7 +51,7 @@ def summarize(samples: list[float]) -> dict[str, Any]:
 
 async def _poll(
     conn: Connection,
-    status_id: str,
+    status_of: list[str],
     results_id: str,
     until: float,
     interval: float,
@@ -62,7 +62,8 @@ async def _poll(
     await asyncio.sleep(random.uniform(0, interval))
     while time.monotonic() < until:
         for name, url in (
-            ("status", f"{API}/status/{status_id}"),
+            # status_of[0], read each time: the keeper may have replaced that session.
+            ("status", f"{API}/status/{status_of[0]}"),
             ("results", f"{API}/results/{results_id}"),
         ):
             began = time.perf_counter()
@@ -102,9 +103,10 @@ async def _keep_busy(
             if status == "processing":
                 busy += 1
             elif status != "queued":
-                await conn.request("DELETE", f"{API}/cleanup/{session_id}")
+                # Replace first, clean up after: the pollers never see a session go missing.
                 _, body = await conn.upload(f"{API}/upload", video, {"analysis_type": "full"})
                 load[i] = json.loads(body)["sessionId"]
+                await conn.request("DELETE", f"{API}/cleanup/{session_id}")
                 log["reuploads"] += 1
         log["samples"] += 1
         log["both_busy"] += busy == len(load)
@@ -113,7 +115,7 @@ async def _keep_busy(
 
 async def _measure(
     port: int,
-    status_id: str,
+    status_of: list[str],
     results_id: str,
     seconds: float,
     clients: int,
@@ -129,7 +131,7 @@ async def _measure(
     busy = {"samples": 0, "both_busy": 0, "reuploads": 0}
     until = time.monotonic() + seconds
     jobs = [
-        _poll(conns[i], status_id, results_id, until, interval, out, errors) for i in range(clients)
+        _poll(conns[i], status_of, results_id, until, interval, out, errors) for i in range(clients)
     ]
     if upload_file is not None:
         jobs.append(_uploads(conns[-2], upload_file, until, 1.0, uploads))
@@ -208,7 +210,7 @@ def latency(
         idle = _with_cpu(
             server,
             _measure(
-                server.port, done, done, min(10.0, seconds / 2), clients, interval, upload_file
+                server.port, [done], done, min(10.0, seconds / 2), clients, interval, upload_file
             ),
         )
         load = [upload(http, load_video, "full") for _ in range(2)]
@@ -221,7 +223,7 @@ def latency(
             server,
             _measure(
                 server.port,
-                load[0],
+                load,
                 done,
                 seconds,
                 clients,
