@@ -439,6 +439,7 @@ class _FrameAnalyser:
         self.camera = _CameraTracker()
         self.reference: np.ndarray | None = None
         self.prev_aligned: np.ndarray | None = None
+        self.prev_cells: np.ndarray | None = None
         self.prev_shift = (0.0, 0.0)
         self.shift = (0.0, 0.0)
 
@@ -476,13 +477,25 @@ class _FrameAnalyser:
             diff = cv2.absdiff(aligned[ys, xs], self.prev_aligned[ys, xs])
             moving = diff > self.options.diff_threshold
             energy = float(moving.mean()) if moving.size else 0.0
-            cut = energy > 0.6
         self.prev_aligned = aligned
         cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA)
+        if self.prev_cells is not None:
+            # A cut replaces the whole picture: the coarse frames stop correlating. (Counting
+            # moving pixels misses cuts between two low-contrast scenes.)
+            cut = _correlation(cells, self.prev_cells) < 0.3
+        self.prev_cells = cells
         # Thin limbs sweep through cells abruptly; blurring the grid makes the pose vector a smooth
         # function of the pose, so slightly different timings of one movement stay close.
         cells = cv2.GaussianBlur(cells, (0, 0), self.options.grid_blur).reshape(-1)
         return energy, cut, cells @ self.projection
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two images (1 for the same picture, about 0 for unrelated ones)."""
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator > 0 else 1.0
 
 
 def _thumbnail_jpeg(frame: np.ndarray, max_width: int) -> bytes | None:

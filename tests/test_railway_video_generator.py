@@ -343,6 +343,21 @@ def test_4k_video_is_analysed_at_the_same_small_size(tmp_path: Path) -> None:
     assert cv2.imread(str(thumbnail)).shape[1] == 320
 
 
+def test_a_hard_cut_between_two_still_scenes_is_a_scene_change(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    scenes = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
+              for _ in range(2)]
+    path = tmp_path / "cut.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
+    for i in range(150):
+        writer.write(scenes[i >= 100])
+    writer.release()
+    result = RailwayVideoGenerator(AnalysisOptions(highlight_seconds=2.0)).generate_highlights(path)
+    cut_windows = [h for h in result.highlights if h.start <= 4.0 < h.end]
+    assert [h.reason for h in cut_windows] == ["scene_change"]
+    assert all(h.reason != "scene_change" for h in result.highlights if h not in cut_windows)
+
+
 def test_a_generated_clip_has_consistent_ground_truth(tmp_path: Path) -> None:
     spec = WorkoutSpec((SetSpec("curl", 5, 2.0), SetSpec("press", 4, 3.0)), seed=15)
     truth = make_workout_video(tmp_path / "w.mp4", spec)
