@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 from pathlib import Path
@@ -270,6 +272,21 @@ def test_without_an_output_dir_nothing_is_written_and_thumbnails_are_none(tmp_pa
     assert result.reel is None and result.artifacts == []
     assert all(h.thumbnail is None for h in result.highlights)
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_results_hold_only_plain_python_values(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=8.0, period=1.0)
+    result = RailwayVideoGenerator().analyze(path, "full", output_dir=tmp_path)
+
+    def plain(value: object) -> bool:
+        if dataclasses.is_dataclass(value):
+            return all(plain(getattr(value, f.name)) for f in dataclasses.fields(value))
+        if isinstance(value, list):
+            return all(plain(v) for v in value)
+        return value is None or type(value) in (int, float, str, bool)
+
+    assert plain(result)  # numpy scalars would leak into the service's JSON otherwise
+    assert json.loads(json.dumps(dataclasses.asdict(result)))["workout"]["total_reps"] == 8
 
 
 # ------------------------------------------------------------------------------------------------
