@@ -331,6 +331,9 @@ class _Scan:
     pose: list[np.ndarray] = field(default_factory=list)
     # second -> (energy, time, jpeg bytes) of the most active sampled frame of that second
     thumbs: dict[int, tuple[float, float, bytes]] = field(default_factory=dict)
+    # The furthest presentation time decoded (s). Unlike the frame count it is right for
+    # variable-frame-rate video, so it is what tells a file that ends early from one that lies.
+    reached: float = 0.0
 
 
 def _downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -450,7 +453,8 @@ class _FrameAnalyser:
 
     def process(self, frame: np.ndarray) -> tuple[float, bool, np.ndarray]:
         """Return (moving fraction, looks like a cut, pose vector) for one frame."""
-        grey = cv2.cvtColor(_downscale(frame, self.size), cv2.COLOR_BGR2GRAY).astype(np.float32)
+        grey: np.ndarray = cv2.cvtColor(_downscale(frame, self.size), cv2.COLOR_BGR2GRAY)
+        grey = grey.astype(np.float32)
         # Flicker and auto-exposure change the gain of the whole frame; undo it.
         grey *= 128.0 / max(float(grey.mean()), 1.0)
         # Sensor noise is per pixel; a light blur stops it from counting as motion.
@@ -515,7 +519,7 @@ def _shift_image(image: np.ndarray, shift: tuple[float, float],
     """
     if shift == (0.0, 0.0):
         return image
-    matrix = np.float32([[1, 0, -shift[0]], [0, 1, -shift[1]]])
+    matrix = np.array([[1, 0, -shift[0]], [0, 1, -shift[1]]], dtype=np.float32)
     size = (image.shape[1], image.shape[0])
     if fill is None or fill.shape != image.shape:
         return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
@@ -571,6 +575,7 @@ def _scan_video(options: AnalysisOptions, progress: _Progress | None,
                 raise VideoDecodeError(f"decoding failed at {seconds:.2f} s: {exc}") from exc
         if frame is not None:
             next_sample = max(next_sample + step, seconds + step / 2)
+            scan.reached = max(scan.reached, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0)
             energy, cut, pose = analyser.process(frame)
             scan.times.append(seconds)
             scan.energy.append(energy)
@@ -591,6 +596,21 @@ def _scan_video(options: AnalysisOptions, progress: _Progress | None,
         _store_thumbnail(scan, candidate, options)
     scan.frames = index
     return scan
+
+
+def _check_not_cut_short(declared: float, reached: float) -> None:
+    """Raise VideoDecodeError when decoding stopped well before the container's duration.
+
+    A file with a corrupt or missing tail opens, decodes its first frames at upload, and then
+    the decoder gives up part-way: an analysis of the part that decoded would be presented as
+    the whole video. Containers do misstate their length a little (and raw streams know
+    nothing, `declared` 0), hence the margins: it must fall short by 10 % and by 2 s.
+    """
+    if declared > 0 and reached < declared * 0.9 and declared - reached >= 2.0:
+        raise VideoDecodeError(
+            f"the video stops at {reached:.1f} s of the {declared:.1f} s its container declares: "
+            "the file is truncated or corrupt"
+        )
 
 
 def _store_thumbnail(scan: _Scan, candidate: tuple[int, float, float, np.ndarray],
@@ -1078,7 +1098,7 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
     inside = np.concatenate([[0], np.cumsum(in_set)])
     on_set = (inside[width:] - inside[:-width]) > 0
     available = np.ones(window_mean.size, dtype=bool)
-    out = []
+    out: list[tuple[float, float, float, str, float]] = []
     while len(out) < options.max_highlights and available.any():
         # Windows on a set come first, best first; the other moments fill the remaining places.
         rank = np.where(available, window_mean + np.where(on_set, 1.0 + norm, 0.0), -1.0)
@@ -1249,6 +1269,7 @@ class RailwayVideoGenerator:
             capture.release()
 
         duration = scan.frames / scan.fps
+        _check_not_cut_short(count / fps if count > 0 else 0.0, max(scan.reached, duration))
         info = VideoInfo(round(duration, 2), round(scan.fps, 3), scan.width, scan.height,
                          scan.frames)
         logger.info("decoded %s frames (container said %s), %s samples", scan.frames, count,

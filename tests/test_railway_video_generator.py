@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from railway_video_generator import (
     AnalysisOptions,
     InvalidVideo,
     RailwayVideoGenerator,
+    VideoDecodeError,
     probe_video,
 )
 from tests.synthetic import (
@@ -405,3 +407,31 @@ def test_the_accuracy_suite_meets_every_target(tmp_path: Path) -> None:
     assert summary.boundaries_within_1s >= 0.95 and summary.max_boundary_error <= 1.5
     assert summary.sets_in_rest == 0
     assert summary.top3_on_intense == 1.0
+
+
+@pytest.mark.parametrize(
+    ("declared", "reached", "cut_short"),
+    [(8.0, 4.0, True), (3.0, 0.5, True), (8.0, 7.9, False), (7.87, 8.0, False),
+     (60.0, 55.0, False), (2.5, 1.0, False), (0.0, 3.0, False)],
+)
+def test_only_a_video_far_short_of_its_declared_length_counts_as_cut_short(
+        declared: float, reached: float, cut_short: bool) -> None:
+    if cut_short:
+        with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
+            engine._check_not_cut_short(declared, reached)
+    else:
+        engine._check_not_cut_short(declared, reached)
+
+
+@pytest.mark.parametrize("suffix, fourcc", [(".avi", "MJPG"), (".mp4", "mp4v")])
+def test_a_corrupt_second_half_is_a_decode_error_not_a_short_result(
+        tmp_path: Path, suffix: str, fourcc: str) -> None:
+    source = make_video(tmp_path / f"source{suffix}", seconds=8.0, fourcc=fourcc)
+    data = bytearray(source.read_bytes())
+    start, end = len(data) // 2, len(data) - 4096  # header and index kept
+    data[start:end] = random.Random(3).randbytes(end - start)
+    broken = tmp_path / f"broken{suffix}"
+    broken.write_bytes(bytes(data))
+    assert probe_video(broken).duration == pytest.approx(8.0, abs=0.1)  # it passes the upload
+    with pytest.raises(VideoDecodeError, match=r"stops at \d+\.\d s of the 8\.0 s"):
+        RailwayVideoGenerator().analyze(broken, "workout")

@@ -380,3 +380,31 @@ def test_every_container_we_name_is_accepted_and_analysed(
     assert response.status_code == 202, response.text
     status = wait_for(client, response.json()["sessionId"])
     assert status["status"] == "completed", status
+
+
+def _corrupt_tail(source: Path, target: Path) -> Path:
+    """`source` with random bytes over its second half, container header and index intact: it
+    opens and decodes at upload, and breaks half-way through the analysis."""
+    data = bytearray(source.read_bytes())
+    start, end = len(data) // 2, len(data) - 4096  # AVI keeps its index at the very end
+    data[start:end] = random.Random(3).randbytes(end - start)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_video_that_breaks_mid_analysis_fails_readably_and_is_cleaned(
+    client: TestClient, settings: Settings, tmp_path: Path
+) -> None:
+    source = make_video(tmp_path / "source.avi", seconds=8, fourcc="MJPG")
+    broken = _corrupt_tail(source, tmp_path / "broken.avi")
+    response = upload(client, broken, analysis_type="workout")
+    assert response.status_code == 202, response.text
+    session_id = response.json()["sessionId"]
+    status = wait_for(client, session_id)
+    assert status["status"] == "failed", status
+    assert "corrupt" in status["error"] or "truncated" in status["error"], status["error"]
+    assert str(settings.storage_dir) not in status["error"]
+    results = client.get(f"{API}/results/{session_id}")
+    assert results.status_code == 400
+    assert status["error"] in results.json()["detail"]
+    assert stored_files(settings) == []
