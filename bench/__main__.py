@@ -93,6 +93,32 @@ def _lat_row(name: str, figures: dict[str, Any], target: str) -> str:
     return f"| {name} | {f['p50']} | {f['p95']} | {f['p99']} | {f['max']} | {f['n']} | {target} |"
 
 
+def _engine_line(engine: dict[str, Any]) -> str:
+    """One line from bench/engine.py's figures (its own tables are printed as it runs)."""
+    try:
+        speed = engine["speed"]
+        parts = [
+            f"**Engine** (bench/engine.py, {engine.get('opencv_threads')} OpenCV thread): "
+            f"{speed['clip']}: decode only {speed['decode_s']} s, full analysis "
+            f"{speed['analysis_s']} s (×{speed['ratio']} of decoding, {speed['x_realtime']}× "
+            "real time)"
+        ]
+        for row in engine.get("memory", []):
+            parts.append(f"peak RSS {row['peak_mb']} MB for {row['clip']}")
+        for name in ("accuracy", "accuracy_holdout"):
+            summary = engine.get(name, {})
+            summary = summary.get("summary", summary)
+            if "within_one" in summary:
+                parts.append(
+                    f"{name.replace('_', ' ')}: {summary['within_one']:.0%} of {summary['sets']} "
+                    f"sets within ±1 rep, {summary['boundaries_within_1s']:.0%} of set edges "
+                    "within 1 s"
+                )
+        return "; ".join(parts) + "."
+    except (KeyError, TypeError) as exc:  # their format may change; never lose the table
+        return f"Engine: see bench/engine_results.json ({type(exc).__name__}: {exc})"
+
+
 def table(results: dict[str, Any]) -> str:
     out: list[str] = []
     m = results["machine"]
@@ -177,6 +203,9 @@ def table(results: dict[str, Any]) -> str:
             f"\nCores one in-process analysis keeps busy (FFmpeg's decoder threads): {cores}. "
             f"Server CPU through the API, 1 worker / 2 workers: {api_cores} cores."
         )
+    engine = results.get("engine")
+    if isinstance(engine, dict) and "speed" in engine:
+        out.append("\n" + _engine_line(engine))
     for section in SECTIONS:
         value = results.get(section)
         if isinstance(value, dict) and ("error" in value or "skipped" in value):
