@@ -284,8 +284,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 class _Progress:
     """Monotonic per-segment progress that survives a wrong or missing frame count."""
 
-    def __init__(self, callback: ProgressCallback | None, segment_seconds: float,
-                 duration_estimate: float, ceiling: int) -> None:
+    def __init__(
+        self,
+        callback: ProgressCallback | None,
+        segment_seconds: float,
+        duration_estimate: float,
+        ceiling: int,
+    ) -> None:
         self._callback = callback
         self._segment_seconds = segment_seconds
         self._total = max(1, math.ceil(duration_estimate / segment_seconds - 1e-9))
@@ -350,7 +355,7 @@ def _downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _tile_sums(image: np.ndarray, tile_h: int, tile_w: int) -> np.ndarray:
     """Sums over a 3x3 grid of tiles, row by row (the remainder rows/columns are ignored)."""
     # INTER_AREA on an exact 3x3 reduction is a tile mean, and far cheaper than numpy's reshape-sum.
-    means = cv2.resize(image[:3 * tile_h, :3 * tile_w], (3, 3), interpolation=cv2.INTER_AREA)
+    means = cv2.resize(image[: 3 * tile_h, : 3 * tile_w], (3, 3), interpolation=cv2.INTER_AREA)
     return means.ravel().astype(np.float64) * (tile_h * tile_w)
 
 
@@ -398,8 +403,10 @@ class _CameraTracker:
             smallest = trace / 2 - np.sqrt(np.maximum(trace * trace / 4 - det, 0.0))
             usable = smallest > 0.05 * tile_h * tile_w
             safe = np.where(usable, det, 1.0)
-            inverse = np.stack([np.stack([syy, -sxy], axis=1),
-                                np.stack([-sxy, sxx], axis=1)], axis=1) / safe[:, None, None]
+            inverse = (
+                np.stack([np.stack([syy, -sxy], axis=1), np.stack([-sxy, sxx], axis=1)], axis=1)
+                / safe[:, None, None]
+            )
             self.levels[level] = (image, gx, gy, inverse, usable)
 
     def locate(self, grey: np.ndarray, start: tuple[float, float]) -> tuple[float, float] | None:
@@ -410,14 +417,17 @@ class _CameraTracker:
             reference, gx, gy, inverse, usable = self.levels[level]
             if usable.sum() < 3:
                 return None
-            scale = 2.0 ** level
+            scale = 2.0**level
             tile_h, tile_w = reference.shape[0] // 3, reference.shape[1] // 3
             for _ in range(2):
-                moved = _shift_image(pyramid[level], (shift[0] / scale, shift[1] / scale),
-                                     reference)
+                moved = _shift_image(
+                    pyramid[level], (shift[0] / scale, shift[1] / scale), reference
+                )
                 diff = moved - reference
-                b = np.stack([_tile_sums(gx * diff, tile_h, tile_w),
-                              _tile_sums(gy * diff, tile_h, tile_w)], axis=1)
+                b = np.stack(
+                    [_tile_sums(gx * diff, tile_h, tile_w), _tile_sums(gy * diff, tile_h, tile_w)],
+                    axis=1,
+                )
                 # moved(x) = reference(x - r)  =>  moved - reference = -grad . r
                 residual = -np.einsum("tij,tj->ti", inverse, b)[usable]
                 shift += np.median(residual, axis=0) * scale
@@ -433,12 +443,16 @@ class _FrameAnalyser:
         scale = options.analysis_width / max(width, height)
         self.size = (max(16, round(width * scale)), max(16, round(height * scale)))
         grid_scale = options.grid_width / max(self.size)
-        self.grid = (max(4, round(self.size[0] * grid_scale)),
-                     max(4, round(self.size[1] * grid_scale)))
+        self.grid = (
+            max(4, round(self.size[0] * grid_scale)),
+            max(4, round(self.size[1] * grid_scale)),
+        )
         rng = np.random.default_rng(12345)
         cells = self.grid[0] * self.grid[1]
-        self.projection = (rng.standard_normal((cells, options.projection_dims))
-                           / math.sqrt(options.projection_dims)).astype(np.float32)
+        self.projection = (
+            rng.standard_normal((cells, options.projection_dims))
+            / math.sqrt(options.projection_dims)
+        ).astype(np.float32)
         self.camera = _CameraTracker()
         self.reference: np.ndarray | None = None
         self.prev_aligned: np.ndarray | None = None
@@ -465,8 +479,11 @@ class _FrameAnalyser:
             self._anchor(grey)
         else:
             shift = self.camera.locate(grey, self.shift)
-            if (shift is None or abs(shift[0]) > self.size[0] / 5
-                    or abs(shift[1]) > self.size[1] / 5):
+            if (
+                shift is None
+                or abs(shift[0]) > self.size[0] / 5
+                or abs(shift[1]) > self.size[1] / 5
+            ):
                 # Lost (a cut, a textureless view) or too little overlap left with the reference
                 # (a pan): start again from this frame.
                 self._anchor(grey)
@@ -510,8 +527,9 @@ def _thumbnail_jpeg(frame: np.ndarray, max_width: int) -> bytes | None:
     return jpeg.tobytes() if ok else None
 
 
-def _shift_image(image: np.ndarray, shift: tuple[float, float],
-                 fill: np.ndarray | None = None) -> np.ndarray:
+def _shift_image(
+    image: np.ndarray, shift: tuple[float, float], fill: np.ndarray | None = None
+) -> np.ndarray:
     """Move the image back by the camera's shift, into reference-frame coordinates.
 
     Where the shifted image has no pixels (the camera drifted), the reference frame fills in: a
@@ -522,16 +540,19 @@ def _shift_image(image: np.ndarray, shift: tuple[float, float],
     matrix = np.array([[1, 0, -shift[0]], [0, 1, -shift[1]]], dtype=np.float32)
     size = (image.shape[1], image.shape[0])
     if fill is None or fill.shape != image.shape:
-        return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        return cv2.warpAffine(
+            image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     out = fill.copy()
-    cv2.warpAffine(image, matrix, size, dst=out, flags=cv2.INTER_LINEAR,
-                   borderMode=cv2.BORDER_TRANSPARENT)
+    cv2.warpAffine(
+        image, matrix, size, dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT
+    )
     return out
 
 
-def _common_window(size: tuple[int, int], a: tuple[float, float],
-                   b: tuple[float, float]) -> tuple[slice, slice]:
+def _common_window(
+    size: tuple[int, int], a: tuple[float, float], b: tuple[float, float]
+) -> tuple[slice, slice]:
     """Pixels that are real image (not border fill) in both of two shifted frames."""
     width, height = size
     x0 = math.ceil(max(-a[0], -b[0], 0.0)) + 1
@@ -546,9 +567,15 @@ def _stop_if_cancelled(cancel_event: threading.Event | None) -> None:
         raise AnalysisCancelled("analysis cancelled")
 
 
-def _scan_video(options: AnalysisOptions, progress: _Progress | None,
-                cancel_event: threading.Event | None, keep_thumbnails: bool,
-                capture: cv2.VideoCapture, first_frame: np.ndarray, fps: float) -> _Scan:
+def _scan_video(
+    options: AnalysisOptions,
+    progress: _Progress | None,
+    cancel_event: threading.Event | None,
+    keep_thumbnails: bool,
+    capture: cv2.VideoCapture,
+    first_frame: np.ndarray,
+    fps: float,
+) -> _Scan:
     """Decode every frame once, analyse a sampled subset. The caller releases the capture."""
     height, width = first_frame.shape[:2]
     scan = _Scan(fps=fps, width=width, height=height)
@@ -613,8 +640,9 @@ def _check_not_cut_short(declared: float, reached: float) -> None:
         )
 
 
-def _store_thumbnail(scan: _Scan, candidate: tuple[int, float, float, np.ndarray],
-                     options: AnalysisOptions) -> None:
+def _store_thumbnail(
+    scan: _Scan, candidate: tuple[int, float, float, np.ndarray], options: AnalysisOptions
+) -> None:
     second, energy, seconds, frame = candidate
     jpeg = _thumbnail_jpeg(frame, options.thumbnail_width)
     if jpeg is not None:
@@ -693,8 +721,9 @@ def _self_similarity(pose: np.ndarray, max_lag: int, min_half_window: int) -> np
     return similarity
 
 
-def _local_period(similarity: np.ndarray, min_lag: int, max_lag: int,
-                  min_dip: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def _local_period(
+    similarity: np.ndarray, min_lag: int, max_lag: int, min_dip: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
     """Per sample: the repetition period (in samples) and how strongly the signal repeats.
 
     A lag counts only if the similarity curve has a local maximum there *after dipping* by
@@ -762,9 +791,14 @@ def _hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
     return peaks
 
 
-def _count_cycles(signal: np.ndarray, core: slice, period: float,
-                  poses: list[np.ndarray] | None = None,
-                  level: np.ndarray | None = None, level_offset: int = 0) -> list[int]:
+def _count_cycles(
+    signal: np.ndarray,
+    core: slice,
+    period: float,
+    poses: list[np.ndarray] | None = None,
+    level: np.ndarray | None = None,
+    level_offset: int = 0,
+) -> list[int]:
     """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
 
     Levels come from the set itself (10th/90th percentiles). Peaks in the margins join only if they
@@ -794,12 +828,13 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
     if poses:
         looks_like_rep = _off_plane_test(poses, core, inside, spacing, (4.0, 3.5))
     else:
+
         def looks_like_rep(_: int) -> bool:
             return True
 
     reach = max(1, int(round(spacing)))
     if level is not None:
-        in_core = level[core.start + level_offset:core.stop + level_offset]
+        in_core = level[core.start + level_offset : core.stop + level_offset]
         low_level, high_level = np.percentile(in_core, [10, 90])
         start_pose = low_level + 0.35 * (high_level - low_level)
 
@@ -808,13 +843,17 @@ def _count_cycles(signal: np.ndarray, core: slice, period: float,
             return True
         p += level_offset
         lo, hi = (p + 1, p + 1 + reach) if outwards > 0 else (p - reach, p)
-        window = level[max(0, lo):max(0, hi)]
+        window = level[max(0, lo) : max(0, hi)]
         # Cut short by the end of the video: the rep may well have finished off camera.
         return window.size < reach // 2 or float(window.min()) <= start_pose
 
     def continues(gap: int, p: int, outwards: int) -> bool:
-        return (0.6 * spacing <= gap <= 1.45 * spacing and signal[p] >= min_height
-                and looks_like_rep(p) and passes_start_pose(p, outwards))
+        return (
+            0.6 * spacing <= gap <= 1.45 * spacing
+            and signal[p] >= min_height
+            and looks_like_rep(p)
+            and passes_start_pose(p, outwards)
+        )
 
     kept = list(inside)
     for p in reversed([p for p in peaks if p < core.start]):
@@ -852,8 +891,13 @@ def _leading_axes(centred: np.ndarray, count: int) -> np.ndarray:
     return np.stack(axes, axis=1)
 
 
-def _off_plane_test(poses: list[np.ndarray], core: slice, peaks: list[int], spacing: float,
-                    limits: tuple[float, ...]) -> Callable[[int], bool]:
+def _off_plane_test(
+    poses: list[np.ndarray],
+    core: slice,
+    peaks: list[int],
+    spacing: float,
+    limits: tuple[float, ...],
+) -> Callable[[int], bool]:
     """A test that the movement around a frame stays in the set's plane of motion.
 
     A set's frames lie close to a plane in pose space (their two leading principal components):
@@ -870,7 +914,7 @@ def _off_plane_test(poses: list[np.ndarray], core: slice, peaks: list[int], spac
         plane = _leading_axes(inside - mean, 2)
 
         def off_plane(p: int, pose=pose, mean=mean, plane=plane) -> float:
-            centred = pose[max(0, p - half):p + half + 1] - mean
+            centred = pose[max(0, p - half) : p + half + 1] - mean
             return float(np.linalg.norm(centred - (centred @ plane) @ plane.T, axis=1).mean())
 
         typical = float(np.median([off_plane(p) for p in peaks]))
@@ -878,8 +922,9 @@ def _off_plane_test(poses: list[np.ndarray], core: slice, peaks: list[int], spac
     return lambda p: all(off_plane(p) <= bound for off_plane, bound in tests)
 
 
-def _rep_signal(pose: np.ndarray, core: slice, margin: slice,
-                period: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rep_signal(
+    pose: np.ndarray, core: slice, margin: slice, period: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Project frames on the leading principal component of the set in `core`.
 
     Returns the rep signal over `margin` (detrended, smoothed), the detrended pose over `margin`
@@ -936,8 +981,9 @@ def _periodicity(pose: np.ndarray, options: AnalysisOptions) -> tuple[np.ndarray
     return _local_period(similarity, min_lag, max_lag)
 
 
-def _merge_runs(runs: list[tuple[int, int]], period: np.ndarray, strength: np.ndarray,
-                threshold: float) -> list[tuple[int, int, float]]:
+def _merge_runs(
+    runs: list[tuple[int, int]], period: np.ndarray, strength: np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
     """Join periodic runs with the same period that are less than two periods apart.
 
     A small or noisy movement keeps its rhythm but its periodicity flickers around the threshold;
@@ -958,8 +1004,14 @@ def _merge_runs(runs: list[tuple[int, int]], period: np.ndarray, strength: np.nd
     return merged
 
 
-def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: np.ndarray,
-               strength: np.ndarray, options: AnalysisOptions) -> list[_Set]:
+def _find_sets(
+    times: np.ndarray,
+    energy: np.ndarray,
+    pose: np.ndarray,
+    period: np.ndarray,
+    strength: np.ndarray,
+    options: AnalysisOptions,
+) -> list[_Set]:
     """Active sets on a uniform sample grid: moving, periodic stretches with enough reps."""
     rate = options.sample_fps
     n = times.size
@@ -985,8 +1037,8 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
     for core, margin, lag in candidates:
         signal, detrended, raw = _rep_signal(pose, core, margin, lag)
         near = np.zeros(n, dtype=bool)
-        near[max(0, margin.start - reach):margin.start] = True
-        near[margin.stop:margin.stop + reach] = True
+        near[max(0, margin.start - reach) : margin.start] = True
+        near[margin.stop : margin.stop + reach] = True
         # Which way up is the rep signal? A set starts and ends in its start pose. Counted the
         # right way up, its edge reps pass through that pose on their outer side and are kept;
         # counted upside down, the "peaks" are start poses and the outermost ones, with rest
@@ -994,8 +1046,10 @@ def _find_sets(times: np.ndarray, energy: np.ndarray, pose: np.ndarray, period: 
         # nearby (the start pose, mostly) is the lower side.
         local = slice(core.start - margin.start, core.stop - margin.start)
         poses = [pose[margin], detrended]
-        counts = {sign: _count_cycles(sign * signal, local, lag, poses, sign * raw, margin.start)
-                  for sign in (1, -1)}
+        counts = {
+            sign: _count_cycles(sign * signal, local, lag, poses, sign * raw, margin.start)
+            for sign in (1, -1)
+        }
         if len(counts[1]) == len(counts[-1]):
             sign = 1 if _rest_is_low(raw, core, raw[near & resting]) else -1
         else:
@@ -1029,8 +1083,13 @@ def _mean_between(times: np.ndarray, values: np.ndarray, start: float, end: floa
     return float(values[inside].mean()) if inside.any() else 0.0
 
 
-def _workout(times: np.ndarray, energy: np.ndarray, sets: list[_Set], duration: float,
-             options: AnalysisOptions) -> WorkoutSummary:
+def _workout(
+    times: np.ndarray,
+    energy: np.ndarray,
+    sets: list[_Set],
+    duration: float,
+    options: AnalysisOptions,
+) -> WorkoutSummary:
     smooth = _box_smooth(energy, round(options.sample_fps)) if energy.size else energy
     scale = max(float(np.percentile(smooth, 99)) if smooth.size else 0.0, _ENERGY_FLOOR)
     segments: list[WorkoutSegment] = []
@@ -1039,8 +1098,17 @@ def _workout(times: np.ndarray, energy: np.ndarray, sets: list[_Set], duration: 
     def rest(until: float) -> None:
         if until - cursor > 0.05:
             level = _mean_between(times, smooth, cursor, until) / scale
-            segments.append(WorkoutSegment(round(cursor, 2), round(until, 2), "rest", 0, [], None,
-                                           round(min(1.0, level), 2)))
+            segments.append(
+                WorkoutSegment(
+                    round(cursor, 2),
+                    round(until, 2),
+                    "rest",
+                    0,
+                    [],
+                    None,
+                    round(min(1.0, level), 2),
+                )
+            )
 
     for s in sets:
         end = min(s.end, duration)
@@ -1050,15 +1118,24 @@ def _workout(times: np.ndarray, energy: np.ndarray, sets: list[_Set], duration: 
         reps = len(s.rep_times)
         level = _mean_between(times, smooth, s.start, end) / scale
         tempo = 60.0 * reps / max(end - s.start, 1e-6)
-        segments.append(WorkoutSegment(round(s.start, 2), round(end, 2), "active", reps,
-                                       [round(t, 2) for t in s.rep_times], round(tempo, 1),
-                                       round(min(1.0, level), 2)))
+        segments.append(
+            WorkoutSegment(
+                round(s.start, 2),
+                round(end, 2),
+                "active",
+                reps,
+                [round(t, 2) for t in s.rep_times],
+                round(tempo, 1),
+                round(min(1.0, level), 2),
+            )
+        )
         cursor = end
     rest(duration)
     active = sum(s.end - s.start for s in segments if s.kind == "active")
     rest_time = sum(s.end - s.start for s in segments if s.kind == "rest")
-    return WorkoutSummary(sum(s.reps for s in segments), round(active, 2), round(rest_time, 2),
-                          segments)
+    return WorkoutSummary(
+        sum(s.reps for s in segments), round(active, 2), round(rest_time, 2), segments
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1073,9 +1150,14 @@ _MIN_HIGHLIGHT_SCORE = 0.15
 """Windows weaker than this (relative to the best) are not highlights; the best one always is."""
 
 
-def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray,
-                       cut: np.ndarray, duration: float,
-                       options: AnalysisOptions) -> list[tuple[float, float, float, str, float]]:
+def _highlight_windows(
+    times: np.ndarray,
+    energy: np.ndarray,
+    in_set: np.ndarray,
+    cut: np.ndarray,
+    duration: float,
+    options: AnalysisOptions,
+) -> list[tuple[float, float, float, str, float]]:
     """(start, end, score, reason, peak_time) of the best non-overlapping windows, best first.
 
     Windows on a set (`in_set`) come first, and motion outside sets counts a tenth: shuffling
@@ -1090,8 +1172,15 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
     if times.size <= width:
         peak = int(np.argmax(energy))
         score = min(1.0, float(energy.mean()) / _ENERGY_FLOOR)
-        return [(0.0, round(duration, 2), round(score, 2), _reason(energy, cut),
-                 round(float(times[peak]), 2))]
+        return [
+            (
+                0.0,
+                round(duration, 2),
+                round(score, 2),
+                _reason(energy, cut),
+                round(float(times[peak]), 2),
+            )
+        ]
     csum = np.concatenate([[0.0], np.cumsum(energy)])
     window_mean = (csum[width:] - csum[:-width]) / width
     norm = max(float(window_mean.max()), _ENERGY_FLOOR)
@@ -1106,13 +1195,20 @@ def _highlight_windows(times: np.ndarray, energy: np.ndarray, in_set: np.ndarray
         score = float(window_mean[start]) / norm
         if out and score < _MIN_HIGHLIGHT_SCORE:
             break
-        available[max(0, start - width + 1):start + width] = False
+        available[max(0, start - width + 1) : start + width] = False
         part = slice(start, start + width)
         peak = start + int(np.argmax(energy[part]))
         begin = float(times[start])
         end = min(duration, begin + options.highlight_seconds)
-        out.append((round(begin, 2), round(end, 2), round(score, 2),
-                    _reason(energy[part], cut[part]), round(float(times[peak]), 2)))
+        out.append(
+            (
+                round(begin, 2),
+                round(end, 2),
+                round(score, 2),
+                _reason(energy[part], cut[part]),
+                round(float(times[peak]), 2),
+            )
+        )
     return out
 
 
@@ -1128,8 +1224,9 @@ def _reason(energy: np.ndarray, cut: np.ndarray) -> str:
     return "high_motion"
 
 
-def _pick_thumbnail(thumbs: dict[int, tuple[float, float, bytes]], start: float, end: float,
-                    peak: float) -> bytes | None:
+def _pick_thumbnail(
+    thumbs: dict[int, tuple[float, float, bytes]], start: float, end: float, peak: float
+) -> bytes | None:
     inside = [v for v in thumbs.values() if start <= v[1] <= end]
     if not inside:
         inside = list(thumbs.values())
@@ -1149,9 +1246,14 @@ def _even(value: float) -> int:
     return max(2, int(value) // 2 * 2)
 
 
-def _write_reel(path: str | os.PathLike, windows: list[tuple[float, float]], target: Path,
-                options: AnalysisOptions, cancel_event: threading.Event | None,
-                progress: Callable[[float], None]) -> None:
+def _write_reel(
+    path: str | os.PathLike,
+    windows: list[tuple[float, float]],
+    target: Path,
+    options: AnalysisOptions,
+    cancel_event: threading.Event | None,
+    progress: Callable[[float], None],
+) -> None:
     """Cut the windows (in time order) out of the video into an H.264 MP4 browsers can play."""
     import av  # imported here: only reels need it, and it is a heavy import
 
@@ -1211,23 +1313,34 @@ class RailwayVideoGenerator:
     def __init__(self, options: AnalysisOptions | None = None) -> None:
         self.options = options or AnalysisOptions()
 
-    def generate_highlights(self, video_path: str | os.PathLike,
-                            progress_callback: ProgressCallback | None = None,
-                            **kwargs) -> AnalysisResult:
+    def generate_highlights(
+        self,
+        video_path: str | os.PathLike,
+        progress_callback: ProgressCallback | None = None,
+        **kwargs,
+    ) -> AnalysisResult:
         """The most intense moments of the video. Same keyword arguments as `analyze`."""
         return self.analyze(video_path, "highlights", progress_callback, **kwargs)
 
-    def analyze_workout_with_timestamps(self, video_path: str | os.PathLike,
-                                        progress_callback: ProgressCallback | None = None,
-                                        **kwargs) -> AnalysisResult:
+    def analyze_workout_with_timestamps(
+        self,
+        video_path: str | os.PathLike,
+        progress_callback: ProgressCallback | None = None,
+        **kwargs,
+    ) -> AnalysisResult:
         """Sets, rests, reps with their times. Same keyword arguments as `analyze`."""
         return self.analyze(video_path, "workout", progress_callback, **kwargs)
 
-    def analyze(self, video_path: str | os.PathLike, analysis_type: str = "highlights",
-                progress_callback: ProgressCallback | None = None, *,
-                cancel_event: threading.Event | None = None,
-                output_dir: str | os.PathLike | None = None,
-                options: AnalysisOptions | None = None) -> AnalysisResult:
+    def analyze(
+        self,
+        video_path: str | os.PathLike,
+        analysis_type: str = "highlights",
+        progress_callback: ProgressCallback | None = None,
+        *,
+        cancel_event: threading.Event | None = None,
+        output_dir: str | os.PathLike | None = None,
+        options: AnalysisOptions | None = None,
+    ) -> AnalysisResult:
         """Analyse a video in one decoding pass (plus a second, partial one for a reel).
 
         Args:
@@ -1249,8 +1362,9 @@ class RailwayVideoGenerator:
             AnalysisCancelled: `cancel_event` was set.
         """
         if analysis_type not in ANALYSIS_TYPES:
-            raise ValueError(f"analysis_type must be one of {', '.join(ANALYSIS_TYPES)}, "
-                             f"got {analysis_type!r}")
+            raise ValueError(
+                f"analysis_type must be one of {', '.join(ANALYSIS_TYPES)}, got {analysis_type!r}"
+            )
         options = options or self.options
         began = time.perf_counter()
         want_highlights = analysis_type in ("highlights", "full")
@@ -1261,26 +1375,42 @@ class RailwayVideoGenerator:
         capture = _open_capture(video_path)
         try:
             frame, fps, count = _first_frame(capture)
-            progress = _Progress(progress_callback, options.segment_seconds,
-                                 count / fps if count > 0 else 60.0, 85 if want_reel else 95)
-            scan = _scan_video(options, progress, cancel_event,
-                               want_highlights and out_dir is not None, capture, frame, fps)
+            progress = _Progress(
+                progress_callback,
+                options.segment_seconds,
+                count / fps if count > 0 else 60.0,
+                85 if want_reel else 95,
+            )
+            scan = _scan_video(
+                options,
+                progress,
+                cancel_event,
+                want_highlights and out_dir is not None,
+                capture,
+                frame,
+                fps,
+            )
         finally:
             capture.release()
 
         duration = scan.frames / scan.fps
         _check_not_cut_short(count / fps if count > 0 else 0.0, max(scan.reached, duration))
-        info = VideoInfo(round(duration, 2), round(scan.fps, 3), scan.width, scan.height,
-                         scan.frames)
-        logger.info("decoded %s frames (container said %s), %s samples", scan.frames, count,
-                    len(scan.times))
+        info = VideoInfo(
+            round(duration, 2), round(scan.fps, 3), scan.width, scan.height, scan.frames
+        )
+        logger.info(
+            "decoded %s frames (container said %s), %s samples", scan.frames, count, len(scan.times)
+        )
         times = np.asarray(scan.times, dtype=np.float64)
         energy = np.asarray(scan.energy, dtype=np.float64)
         pose = np.stack(scan.pose) if scan.pose else np.zeros((0, options.projection_dims))
         grid, energy_u = _resample(times, energy, options.sample_fps)
         cut_u = np.zeros(grid.size, dtype=bool)
-        cut_u[np.clip(np.searchsorted(grid, times[np.asarray(scan.cut, dtype=bool)]), 0,
-                      grid.size - 1)] = True
+        cut_u[
+            np.clip(
+                np.searchsorted(grid, times[np.asarray(scan.cut, dtype=bool)]), 0, grid.size - 1
+            )
+        ] = True
         progress.report(progress.ceiling, "Finding sets and highlights")
 
         # Sets are found once: the workout reports them, the highlights prefer them.
@@ -1316,15 +1446,28 @@ class RailwayVideoGenerator:
 
                 def reel_progress(fraction: float) -> None:
                     _stop_if_cancelled(cancel_event)
-                    progress.report(ceiling + int((99 - ceiling) * fraction),
-                                    "Writing highlight reel")
+                    progress.report(
+                        ceiling + int((99 - ceiling) * fraction), "Writing highlight reel"
+                    )
 
-                _write_reel(video_path, [(h.start, h.end) for h in highlights],
-                            out_dir / REEL_NAME, options, cancel_event, reel_progress)
+                _write_reel(
+                    video_path,
+                    [(h.start, h.end) for h in highlights],
+                    out_dir / REEL_NAME,
+                    options,
+                    cancel_event,
+                    reel_progress,
+                )
                 reel_name = REEL_NAME
                 artifacts.append(REEL_NAME)
 
         progress.report(100, "Analysis complete")
-        return AnalysisResult(analysis_type, info, highlights, workout, reel_name,
-                              round(time.perf_counter() - began, 3), artifacts)
-
+        return AnalysisResult(
+            analysis_type,
+            info,
+            highlights,
+            workout,
+            reel_name,
+            round(time.perf_counter() - began, 3),
+            artifacts,
+        )

@@ -135,7 +135,6 @@ class WorkoutTruth:
     """Truly intense periods: the sets (rests, fidgeting included, are not)."""
 
 
-
 def _bump(phase: np.ndarray) -> np.ndarray:
     """0 at the start and end of a rep, 1 at its turning point (phase 0.5)."""
     return (1.0 - np.cos(2.0 * np.pi * phase)) / 2.0
@@ -225,8 +224,14 @@ def _timeline(spec: WorkoutSpec, rng: np.random.Generator):
     sets = []
     for set_spec, starts, periods in truths:
         start, end = float(starts[0]), float(starts[-1] + periods[-1])
-        sets.append((set_spec, start, end, tuple(float(s + p / 2) for s, p in zip(starts, periods,
-                                                                                 strict=True))))
+        sets.append(
+            (
+                set_spec,
+                start,
+                end,
+                tuple(float(s + p / 2) for s, p in zip(starts, periods, strict=True)),
+            )
+        )
     rests = [(p[1], p[2]) for p in pieces if p[0] == "rest"]
     return t, params, sets, rests, duration
 
@@ -248,16 +253,30 @@ def _joints(p: dict[str, float]) -> dict[str, tuple[float, float]]:
         flex = p["elbow"] + (p["elbow_r"] if side == "r" else 0.0)
         phi = theta + np.pi * 0.8 * min(flex, 1.0)
         hand = (elbow[0] + s * 0.15 * np.sin(phi), elbow[1] - 0.15 * np.cos(phi))
-        j |= {f"foot_{side}": foot, f"knee_{side}": knee, f"hip_{side}": hip,
-              f"shoulder_{side}": shoulder, f"elbow_{side}": elbow, f"hand_{side}": hand}
+        j |= {
+            f"foot_{side}": foot,
+            f"knee_{side}": knee,
+            f"hip_{side}": hip,
+            f"shoulder_{side}": shoulder,
+            f"elbow_{side}": elbow,
+            f"hand_{side}": hand,
+        }
     return j
 
 
-_BONES = (("neck", "hip", 2.0), ("shoulder_l", "shoulder_r", 1.4), ("hip_l", "hip_r", 1.4),
-          ("shoulder_l", "elbow_l", 1.0), ("elbow_l", "hand_l", 0.9),
-          ("shoulder_r", "elbow_r", 1.0), ("elbow_r", "hand_r", 0.9),
-          ("hip_l", "knee_l", 1.2), ("knee_l", "foot_l", 1.1),
-          ("hip_r", "knee_r", 1.2), ("knee_r", "foot_r", 1.1))
+_BONES = (
+    ("neck", "hip", 2.0),
+    ("shoulder_l", "shoulder_r", 1.4),
+    ("hip_l", "hip_r", 1.4),
+    ("shoulder_l", "elbow_l", 1.0),
+    ("elbow_l", "hand_l", 0.9),
+    ("shoulder_r", "elbow_r", 1.0),
+    ("elbow_r", "hand_r", 0.9),
+    ("hip_l", "knee_l", 1.2),
+    ("knee_l", "foot_l", 1.1),
+    ("hip_r", "knee_r", 1.2),
+    ("knee_r", "foot_r", 1.1),
+)
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -295,13 +314,15 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
     shake_y = spec.shake * _smooth_noise(rng, n, 0.05 * fps)
     offset_x = np.clip(np.round(drift_x + shake_x), -margin, margin).astype(int)
     offset_y = np.clip(np.round(drift_y + shake_y), -margin, margin).astype(int)
-    gain = 1.0 + spec.flicker * np.clip(0.5 * np.sin(2 * np.pi * 0.7 * t)
-                                        + 0.5 * rng.uniform(-1, 1, n), -1, 1)
+    gain = 1.0 + spec.flicker * np.clip(
+        0.5 * np.sin(2 * np.pi * 0.7 * t) + 0.5 * rng.uniform(-1, 1, n), -1, 1
+    )
     noise_bank = []
     for _ in range(6):
         noise = rng.normal(0.0, spec.noise, size=(height, width, 3))
-        noise_bank.append((np.clip(noise, 0, 255).astype(np.uint8),
-                           np.clip(-noise, 0, 255).astype(np.uint8)))
+        noise_bank.append(
+            (np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8))
+        )
     shirt = tuple(int(c) for c in rng.integers(150, 256, 3))
     thickness = max(2, int(round(0.035 * scale)))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*spec.fourcc), fps, (width, height))
@@ -312,8 +333,10 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
     try:
         for i in range(n):
             joints = _joints({k: float(v[i]) for k, v in params.items()})
-            pixels = {k: (int(round(cx + x * scale)), int(round(ground - y * scale)))
-                      for k, (x, y) in joints.items()}
+            pixels = {
+                k: (int(round(cx + x * scale)), int(round(ground - y * scale)))
+                for k, (x, y) in joints.items()
+            }
             array = np.array(list(joints.values()))
             if previous is not None:
                 speeds[i] = float(np.linalg.norm(array - previous, axis=1).mean()) * fps
@@ -323,7 +346,7 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
                 cv2.line(canvas, pixels[a], pixels[b], shirt, int(thickness * weight), cv2.LINE_AA)
             cv2.circle(canvas, pixels["head"], int(0.07 * scale), shirt, -1, cv2.LINE_AA)
             y0, x0 = margin + offset_y[i], margin + offset_x[i]
-            frame = canvas[y0:y0 + height, x0:x0 + width]
+            frame = canvas[y0 : y0 + height, x0 : x0 + width]
             frame = cv2.convertScaleAbs(frame, alpha=float(gain[i]))
             plus, minus = noise_bank[int(rng.integers(0, len(noise_bank)))]
             frame = cv2.subtract(cv2.add(frame, plus), minus)
@@ -333,13 +356,27 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
     true_sets = []
     for set_spec, start, end, rep_times in sets:
         a, b = int(start * fps), int(end * fps)
-        true_sets.append(TrueSet(set_spec.exercise, round(start, 3), round(end, 3), set_spec.reps,
-                                 tuple(round(x, 3) for x in rep_times),
-                                 round(float(speeds[a:b].mean()), 4)))
+        true_sets.append(
+            TrueSet(
+                set_spec.exercise,
+                round(start, 3),
+                round(end, 3),
+                set_spec.reps,
+                tuple(round(x, 3) for x in rep_times),
+                round(float(speeds[a:b].mean()), 4),
+            )
+        )
     # In a workout the intense periods are the sets; rests (fidgeting included) are not.
     intense = tuple((s.start, s.end) for s in true_sets)
-    return WorkoutTruth(path, round(n / fps, 3), fps, (width, height), tuple(true_sets),
-                        tuple((round(a, 3), round(b, 3)) for a, b in rests), intense)
+    return WorkoutTruth(
+        path,
+        round(n / fps, 3),
+        fps,
+        (width, height),
+        tuple(true_sets),
+        tuple((round(a, 3), round(b, 3)) for a, b in rests),
+        intense,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,27 +384,58 @@ def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:
 # ------------------------------------------------------------------------------------------------
 
 ACCURACY_SUITE: tuple[WorkoutSpec, ...] = (
-    WorkoutSpec((SetSpec("squat", 8, 2.5), SetSpec("curl", 10, 1.8),
-                 SetSpec("jumping_jack", 12, 1.0)), seed=1),
-    WorkoutSpec((SetSpec("press", 6, 3.0), SetSpec("lateral_raise", 8, 2.0),
-                 SetSpec("squat", 5, 5.0)), seed=2, size=(180, 320), fps=24.0),
-    WorkoutSpec((SetSpec("jumping_jack", 15, 0.6), SetSpec("curl", 8, 2.2),
-                 SetSpec("squat", 10, 2.0)), seed=3, fps=60.0),
-    WorkoutSpec((SetSpec("curl", 12, 1.5), SetSpec("press", 8, 2.5)), seed=4, size=(426, 240),
-                fps=25.0, figure_height=0.45),
-    WorkoutSpec((SetSpec("lateral_raise", 6, 2.5), SetSpec("jumping_jack", 10, 1.2),
-                 SetSpec("curl", 6, 3.0)), seed=5, shake=3.0, noise=10.0),
-    WorkoutSpec((SetSpec("squat", 6, 3.5), SetSpec("jumping_jack", 8, 0.8)), seed=6,
-                size=(180, 320), fidget=1.5),
+    WorkoutSpec(
+        (SetSpec("squat", 8, 2.5), SetSpec("curl", 10, 1.8), SetSpec("jumping_jack", 12, 1.0)),
+        seed=1,
+    ),
+    WorkoutSpec(
+        (SetSpec("press", 6, 3.0), SetSpec("lateral_raise", 8, 2.0), SetSpec("squat", 5, 5.0)),
+        seed=2,
+        size=(180, 320),
+        fps=24.0,
+    ),
+    WorkoutSpec(
+        (SetSpec("jumping_jack", 15, 0.6), SetSpec("curl", 8, 2.2), SetSpec("squat", 10, 2.0)),
+        seed=3,
+        fps=60.0,
+    ),
+    WorkoutSpec(
+        (SetSpec("curl", 12, 1.5), SetSpec("press", 8, 2.5)),
+        seed=4,
+        size=(426, 240),
+        fps=25.0,
+        figure_height=0.45,
+    ),
+    WorkoutSpec(
+        (
+            SetSpec("lateral_raise", 6, 2.5),
+            SetSpec("jumping_jack", 10, 1.2),
+            SetSpec("curl", 6, 3.0),
+        ),
+        seed=5,
+        shake=3.0,
+        noise=10.0,
+    ),
+    WorkoutSpec(
+        (SetSpec("squat", 6, 3.5), SetSpec("jumping_jack", 8, 0.8)),
+        seed=6,
+        size=(180, 320),
+        fidget=1.5,
+    ),
     WorkoutSpec((SetSpec("squat", 4, 6.0), SetSpec("curl", 10, 1.0)), seed=7, flicker=0.15),
-    WorkoutSpec((SetSpec("press", 10, 1.5), SetSpec("squat", 8, 1.8),
-                 SetSpec("lateral_raise", 5, 4.0)), seed=8, size=(320, 240), fps=24.0),
+    WorkoutSpec(
+        (SetSpec("press", 10, 1.5), SetSpec("squat", 8, 1.8), SetSpec("lateral_raise", 5, 4.0)),
+        seed=8,
+        size=(320, 240),
+        fps=24.0,
+    ),
 )
 """Fixed-seed clips covering every exercise, periods 0.6-6 s, portrait and landscape, 24-60 fps,
 a small figure off-centre, strong shake and noise, strong fidgeting and strong flicker."""
 
 HOLDOUT_SUITE: tuple[WorkoutSpec, ...] = tuple(
-    dataclasses.replace(spec, seed=spec.seed + 100) for spec in ACCURACY_SUITE)
+    dataclasses.replace(spec, seed=spec.seed + 100) for spec in ACCURACY_SUITE
+)
 """The same clips with other seeds (other timing, placement, background, fidgeting). The engine
 was tuned looking at ACCURACY_SUITE only; this one shows how well that generalises."""
 
@@ -409,14 +477,26 @@ def score_clip(clip: int, truth: WorkoutTruth, result) -> ClipScore:
             continue
         used.add(best)
         found = active[best]
-        scores.append(SetScore(clip, true.exercise, true.reps, found.reps,
-                               round(found.start - true.start, 2), round(found.end - true.end, 2)))
-    in_rest = sum(1 for s in active
-                  if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in truth.sets)
-                  < 0.5 * (s.end - s.start))
+        scores.append(
+            SetScore(
+                clip,
+                true.exercise,
+                true.reps,
+                found.reps,
+                round(found.start - true.start, 2),
+                round(found.end - true.end, 2),
+            )
+        )
+    in_rest = sum(
+        1
+        for s in active
+        if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in truth.sets)
+        < 0.5 * (s.end - s.start)
+    )
     top3 = (result.highlights or [])[:3]
-    on_intense = sum(1 for h in top3
-                     if any(min(b, h.end) > max(a, h.start) for a, b in truth.intense))
+    on_intense = sum(
+        1 for h in top3 if any(min(b, h.end) > max(a, h.start) for a, b in truth.intense)
+    )
     return ClipScore(tuple(scores), in_rest, on_intense, len(top3))
 
 

@@ -37,8 +37,9 @@ from tests.synthetic import (
 RATE = 10.0
 
 
-def _sine_pose(seconds: float, period: float, dims: int = 8, noise: float = 0.0,
-               seed: int = 0) -> np.ndarray:
+def _sine_pose(
+    seconds: float, period: float, dims: int = 8, noise: float = 0.0, seed: int = 0
+) -> np.ndarray:
     """A multichannel signal that repeats every `period` seconds, sampled at RATE."""
     rng = np.random.default_rng(seed)
     t = np.arange(0, seconds, 1 / RATE)
@@ -149,7 +150,7 @@ def test_camera_tracker_recovers_a_known_shift_to_a_twentieth_of_a_pixel() -> No
     tracker = engine._CameraTracker()
     tracker.anchor(texture[20:164, 20:276].copy())
     for dx, dy in [(3, 0), (0, -5), (-7, 6), (9, 9)]:
-        moved = texture[20 - dy:164 - dy, 20 - dx:276 - dx].copy()
+        moved = texture[20 - dy : 164 - dy, 20 - dx : 276 - dx].copy()
         shift = tracker.locate(moved, (0.0, 0.0))
         assert shift == pytest.approx((dx, dy), abs=0.05)
 
@@ -170,10 +171,18 @@ def test_a_moving_person_does_not_pull_the_camera_estimate() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [("segment_seconds", 0.5), ("max_highlights", 21),
-                                          ("highlight_seconds", 31), ("sample_fps", 1),
-                                          ("max_highlights", 2.5), ("reel", "yes"),
-                                          ("sample_fps", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("segment_seconds", 0.5),
+        ("max_highlights", 21),
+        ("highlight_seconds", 31),
+        ("sample_fps", 1),
+        ("max_highlights", 2.5),
+        ("reel", "yes"),
+        ("sample_fps", float("nan")),
+    ],
+)
 def test_options_out_of_bounds_are_refused_with_the_field_name(field: str, value) -> None:
     with pytest.raises(ValueError, match=field):
         AnalysisOptions(**{field: value})
@@ -203,7 +212,8 @@ def test_progress_is_monotonic_per_segment_and_ends_at_100(tmp_path: Path) -> No
     path = make_video(tmp_path / "clip.mp4", seconds=6.0, fps=20.0)
     seen: list[tuple[int, str]] = []
     RailwayVideoGenerator(AnalysisOptions(segment_seconds=1.0)).analyze(
-        path, "full", lambda p, m: seen.append((p, m)))
+        path, "full", lambda p, m: seen.append((p, m))
+    )
     percents = [p for p, _ in seen]
     assert percents == sorted(percents) and percents[-1] == 100
     assert "Analyzing segment 6/6" in [m for _, m in seen]
@@ -236,8 +246,12 @@ def test_highlights_come_with_thumbnails_in_the_output_dir(tmp_path: Path) -> No
 
 
 def test_a_workout_clip_gets_its_sets_and_reps(tmp_path: Path) -> None:
-    spec = WorkoutSpec((SetSpec("squat", 6, 2.0), SetSpec("jumping_jack", 8, 1.0)), seed=11,
-                       rest=(3.0, 4.0), shake=0.5)
+    spec = WorkoutSpec(
+        (SetSpec("squat", 6, 2.0), SetSpec("jumping_jack", 8, 1.0)),
+        seed=11,
+        rest=(3.0, 4.0),
+        shake=0.5,
+    )
     truth = make_workout_video(tmp_path / "w.mp4", spec)
     result = RailwayVideoGenerator().analyze_workout_with_timestamps(truth.path)
     active = [s for s in result.workout.segments if s.kind == "active"]
@@ -317,13 +331,15 @@ def test_a_clip_shorter_than_a_second_is_analysed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("container, codec", [("h264", "libx264"), ("mpeg", "mpeg1video")])
 def test_a_wrong_or_missing_frame_count_still_gives_moving_progress_to_100(
-        tmp_path: Path, container: str, codec: str) -> None:
+    tmp_path: Path, container: str, codec: str
+) -> None:
     source = make_video(tmp_path / "src.mp4", seconds=6.0, fps=30.0)
     path = reencode(source, tmp_path / f"clip.{container}", container, codec)
     claimed = probe_video(path).frame_count
     seen: list[tuple[int, str]] = []
     result = RailwayVideoGenerator(AnalysisOptions(segment_seconds=1.0)).analyze(
-        path, "full", lambda p, m: seen.append((p, m)))
+        path, "full", lambda p, m: seen.append((p, m))
+    )
     assert claimed != 180  # the container really does lie (or know nothing)
     assert result.video.frame_count == 180  # what was decoded, not what was claimed
     percents = [p for p, _ in seen]
@@ -332,8 +348,9 @@ def test_a_wrong_or_missing_frame_count_still_gives_moving_progress_to_100(
 
 
 def test_portrait_video_at_24_fps_gets_its_reps(tmp_path: Path) -> None:
-    spec = WorkoutSpec((SetSpec("squat", 6, 2.0),), seed=13, size=(180, 320), fps=24.0,
-                       rest=(3.0, 4.0))
+    spec = WorkoutSpec(
+        (SetSpec("squat", 6, 2.0),), seed=13, size=(180, 320), fps=24.0, rest=(3.0, 4.0)
+    )
     truth = make_workout_video(tmp_path / "portrait.mp4", spec)
     result = RailwayVideoGenerator().analyze_workout_with_timestamps(truth.path)
     assert (result.video.width, result.video.height) == (180, 320)
@@ -352,8 +369,9 @@ def test_60_fps_video_gets_its_reps_and_rep_times(tmp_path: Path) -> None:
 
 
 def test_4k_video_is_analysed_at_the_same_small_size(tmp_path: Path) -> None:
-    path = make_video(tmp_path / "4k.mp4", seconds=1.0, fps=24.0, size=(3840, 2160),
-                      motion="periodic", period=0.5)
+    path = make_video(
+        tmp_path / "4k.mp4", seconds=1.0, fps=24.0, size=(3840, 2160), motion="periodic", period=0.5
+    )
     out = tmp_path / "out"
     out.mkdir()
     result = RailwayVideoGenerator().analyze(path, "full", output_dir=out)
@@ -364,8 +382,10 @@ def test_4k_video_is_analysed_at_the_same_small_size(tmp_path: Path) -> None:
 
 def test_a_hard_cut_between_two_still_scenes_is_a_scene_change(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
-    scenes = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
-              for _ in range(2)]
+    scenes = [
+        cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
+        for _ in range(2)
+    ]
     path = tmp_path / "cut.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
     for i in range(150):
@@ -411,11 +431,19 @@ def test_the_accuracy_suite_meets_every_target(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("declared", "reached", "cut_short"),
-    [(8.0, 4.0, True), (3.0, 0.5, True), (8.0, 7.9, False), (7.87, 8.0, False),
-     (60.0, 55.0, False), (2.5, 1.0, False), (0.0, 3.0, False)],
+    [
+        (8.0, 4.0, True),
+        (3.0, 0.5, True),
+        (8.0, 7.9, False),
+        (7.87, 8.0, False),
+        (60.0, 55.0, False),
+        (2.5, 1.0, False),
+        (0.0, 3.0, False),
+    ],
 )
 def test_only_a_video_far_short_of_its_declared_length_counts_as_cut_short(
-        declared: float, reached: float, cut_short: bool) -> None:
+    declared: float, reached: float, cut_short: bool
+) -> None:
     if cut_short:
         with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
             engine._check_not_cut_short(declared, reached)
@@ -425,7 +453,8 @@ def test_only_a_video_far_short_of_its_declared_length_counts_as_cut_short(
 
 @pytest.mark.parametrize("suffix, fourcc", [(".avi", "MJPG"), (".mp4", "mp4v")])
 def test_a_corrupt_second_half_is_a_decode_error_not_a_short_result(
-        tmp_path: Path, suffix: str, fourcc: str) -> None:
+    tmp_path: Path, suffix: str, fourcc: str
+) -> None:
     source = make_video(tmp_path / f"source{suffix}", seconds=8.0, fourcc=fourcc)
     data = bytearray(source.read_bytes())
     start, end = len(data) // 2, len(data) - 4096  # header and index kept
