@@ -810,6 +810,8 @@ def _count_cycles(
     on its outer side, as a first rep starts from it and a last rep returns to it; walking off
     into another pose after the set makes no rep. (Judging that on whole pose vectors instead
     was tried: camera drift and shuffling then rejected real edge reps on held-out clips.)
+    A peak after the set must also fall back below the low level before the signal ends, unless
+    the signal ends with the video.
     """
     core_values = signal[core]
     if core_values.size < 3:
@@ -847,10 +849,21 @@ def _count_cycles(
         # Cut short by the end of the video: the rep may well have finished off camera.
         return window.size < reach // 2 or float(window.min()) <= start_pose
 
+    low = bottom + 0.35 * amplitude
+    # The signal stops short of the video's end (at the margin of the set, not the last frame).
+    cut_short = level is None or level_offset + signal.size < level.size
+
+    def closes(p: int, outwards: int) -> bool:
+        # A rep after the set must fall back below the low level, as `_hysteresis_peaks` demands
+        # of every count except one still open at the video's end. Fidgeting right after a set
+        # can rise to rep height and hover there until the margin ends; that is no rep.
+        return outwards < 0 or not cut_short or bool((signal[p + 1 :] < low).any())
+
     def continues(gap: int, p: int, outwards: int) -> bool:
         return (
             0.6 * spacing <= gap <= 1.45 * spacing
             and signal[p] >= min_height
+            and closes(p, outwards)
             and looks_like_rep(p)
             and passes_start_pose(p, outwards)
         )
