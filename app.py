@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
-    def health(request: Request) -> HealthResponse:
+    async def health(request: Request) -> HealthResponse:
         """Report that the service is up, with its load."""
         service: VideoService = request.app.state.service
         counts = service.tasks.counts()

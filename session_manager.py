@@ -147,11 +147,18 @@ class SessionManager:
             self._persist_locked(session.id, session)
         return session.id
 
-    def get_session(self, session_id: str) -> Session | None:
-        """A copy of the session, or None when there is no such session."""
+    def get_session(self, session_id: str, *, with_result: bool = True) -> Session | None:
+        """A copy of the session, or None when there is no such session.
+
+        Args:
+            session_id: the session.
+            with_result: False leaves `result` out (None). It is the one large field, and a
+                status poll, an event-stream tick or a worker never needs it: copying it on
+                each of those was most of what a poll cost.
+        """
         with self._lock:
             session = self._sessions.get(session_id)
-            return _snapshot(session) if session is not None else None
+            return _snapshot(session, with_result) if session is not None else None
 
     def update_session(
         self,
@@ -232,10 +239,12 @@ class SessionManager:
         return self.count()
 
 
-def _snapshot(session: Session) -> Session:
+def _snapshot(session: Session, with_result: bool = True) -> Session:
     # The result and params are nested dicts a caller could mutate: copy them too.
     return dataclasses.replace(
-        session, params=copy.deepcopy(session.params), result=copy.deepcopy(session.result)
+        session,
+        params=copy.deepcopy(session.params),
+        result=copy.deepcopy(session.result) if with_result else None,
     )
 
 

@@ -413,7 +413,7 @@ class VideoService:
             progress=1,
             message="Starting analysis",
         )
-        session = self.sessions.get_session(session_id)
+        session = self.sessions.get_session(session_id, with_result=False)
         if not started or session is None:
             return  # cancelled or cleaned up before a worker took it
 
@@ -473,8 +473,9 @@ class VideoService:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def get(self, session_id: str) -> Session:
-        session = self.sessions.get_session(session_id)
+    def get(self, session_id: str, *, with_result: bool = False) -> Session:
+        """The session (without its result unless asked), or SessionNotFound."""
+        session = self.sessions.get_session(session_id, with_result=with_result)
         if session is None:
             raise SessionNotFound()
         return session
@@ -483,14 +484,14 @@ class VideoService:
         return self.tasks.queue_position(session_id)
 
     def results(self, session_id: str) -> Session:
-        session = self.get(session_id)
+        session = self.get(session_id, with_result=True)
         if session.status != SessionStatus.COMPLETED or session.result is None:
             raise SessionNotReady(session)
         return session
 
     def artifact_path(self, session_id: str, name: str) -> Path:
         """The file of an artifact the session produced; nothing else is ever served."""
-        session = self.sessions.get_session(session_id)
+        session = self.sessions.get_session(session_id, with_result=False)
         if session is None or name not in session.artifacts or session.work_dir is None:
             raise ArtifactNotFound()
         path = Path(session.work_dir) / name

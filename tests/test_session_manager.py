@@ -219,3 +219,13 @@ def test_flush_makes_every_change_durable_in_order(tmp_path) -> None:  # type: i
     assert reloaded is not None
     assert (reloaded.progress, reloaded.message) == (100, "step 100")
     manager.close()
+
+
+def test_a_snapshot_without_the_result_leaves_the_stored_result_intact() -> None:
+    manager = SessionManager()
+    session_id = manager.create_session("/v.mp4", "full", {})
+    manager.update_session(session_id, result={"big": list(range(1000))})
+    light = manager.get_session(session_id, with_result=False)
+    assert light is not None and light.result is None
+    full = manager.get_session(session_id)
+    assert full is not None and full.result == {"big": list(range(1000))}
