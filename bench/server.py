@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,16 +17,11 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.server import free_port, launch, wait_healthy
+
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 30.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def schedstat(pid: int, tid: int) -> tuple[float, float]:
@@ -73,23 +66,13 @@ class Server:
         return self.proc.pid
 
     def start(self) -> Server:
-        cmd = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--no-access-log"]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not healthy after {_START_TIMEOUT:.0f} s: {self.log_tail()}")
+        self.proc = launch(self.port, self._env, self._log, "--no-access-log")
+        try:
+            wait_healthy(self.proc, self.url, _START_TIMEOUT, self.log_tail)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """SIGTERM, then wait (bounded); SIGKILL only if it does not exit."""

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -19,6 +21,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def launch(port: int, env: dict[str, str], log: IO[bytes], *extra: str) -> subprocess.Popen[bytes]:
+    """Start `uvicorn app:app` on 127.0.0.1:`port` as `make run` and the Procfile do."""
+    command = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"]
+    # As in the Procfile: open event streams must not hold a shutdown forever.
+    command += ["--port", str(port), "--timeout-graceful-shutdown", "5", *extra]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], url: str, timeout: float, log_tail: Callable[[], str]
+) -> None:
+    """Return once `url`/health answers 200; raise RuntimeError (with the log's tail) if the
+    process exits or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log_tail()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not healthy after {timeout:.0f} s: {log_tail()}")
 
 
 class Server:
@@ -37,36 +65,9 @@ class Server:
 
     def start(self, timeout: float = 30) -> Server:
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "app:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    # As in the Procfile: open event streams must not hold a shutdown forever.
-                    "--timeout-graceful-shutdown",
-                    "5",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not become healthy")
+            self.process = launch(self.port, self.env, log)
+        wait_healthy(self.process, self.url, timeout, lambda: self.log.read_text()[-2000:])
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or an out-of-memory kill."""
