@@ -143,13 +143,13 @@ async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
     """Upload a video and queue its analysis."""
     # The body is streamed to disk here rather than parsed by FastAPI, so the size limit holds
     # while the bytes arrive and memory stays flat (see uploads.py).
-    session = await service.upload(
+    session_id = await service.upload(
         request.stream(),
         request.headers.get("content-type"),
         request.headers.get("content-length"),
     )
     return UploadResponse(
-        sessionId=session.id, status=SessionStatus.QUEUED, message="Video uploaded successfully"
+        sessionId=session_id, status=SessionStatus.QUEUED, message="Video uploaded successfully"
     )
 
 

@@ -310,10 +310,6 @@ class VideoService:
         for session in unfinished:
             self._remove_files(session.id)
 
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
-
     # -- uploads -------------------------------------------------------------------------------
 
     def check_capacity(self) -> None:
@@ -374,8 +370,8 @@ class VideoService:
         stream: AsyncIterator[bytes],
         content_type: str | None,
         content_length: str | None = None,
-    ) -> Session:
-        """Receive a video and queue its analysis; the new session is returned."""
+    ) -> str:
+        """Receive a video and queue its analysis; returns the new session's id."""
         self.check_capacity()
         session_id, video_path, analysis_type, params = await self.receive_video(
             stream, content_type, content_length
@@ -394,9 +390,7 @@ class VideoService:
             self.sessions.delete_session(session_id)
             await anyio.to_thread.run_sync(self._remove_folder, video_path.parent)
             raise
-        session = self.sessions.get_session(session_id)
-        assert session is not None
-        return session
+        return session_id
 
     def _submit(self, session_id: str) -> None:
         event = threading.Event()
@@ -418,8 +412,6 @@ class VideoService:
             return  # cancelled or cleaned up before a worker took it
 
         def on_progress(percent: int, message: str) -> None:
-            if cancel_event.is_set():
-                raise AnalysisCancelled()
             # 100 is kept for "completed": the result is not stored yet.
             self.sessions.update_session(
                 session_id,
@@ -438,21 +430,17 @@ class VideoService:
                 options=AnalysisOptions(**session.params),
             )
             data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
-        except AnalysisCancelled:
-            self._remove_files(session_id)
-            raise
         except BaseException as exc:
-            if cancel_event.is_set():
-                self._remove_files(session_id)
-                raise
-            self.sessions.update_session(
-                session_id,
-                expect_status=SessionStatus.PROCESSING,
-                status=SessionStatus.FAILED,
-                error=_public_error(exc),
-                message="Analysis failed",
-                finished_at=time.time(),
-            )
+            # Stopping because we were asked to is not a failure: cancel already says so.
+            if not (isinstance(exc, AnalysisCancelled) or cancel_event.is_set()):
+                self.sessions.update_session(
+                    session_id,
+                    expect_status=SessionStatus.PROCESSING,
+                    status=SessionStatus.FAILED,
+                    error=_public_error(exc),
+                    message="Analysis failed",
+                    finished_at=time.time(),
+                )
             self._remove_files(session_id)
             raise
         # The artifacts are what the client fetches from now on: the source video goes before
@@ -522,22 +510,27 @@ class VideoService:
 
     async def cleanup(self, session_id: str) -> None:
         """Forget a session: stop its analysis, delete its files, its record and its result."""
-        if not self.sessions.delete_session(session_id):
+        if not await anyio.to_thread.run_sync(self._forget, session_id):
             raise SessionNotFound()
-        self.tasks.cancel_task(session_id)
-        await anyio.to_thread.run_sync(self._stop_and_remove_files, session_id)
-        self.tasks.forget(session_id)
 
     def expire(self, now: float | None = None) -> int:
         """Clean up every session older than the TTL; returns how many. Runs off the loop."""
         expired = self.sessions.expired(now or time.time(), self.settings.session_ttl_seconds)
         for session_id in expired:
-            if self.sessions.delete_session(session_id):
-                self.tasks.cancel_task(session_id)
-                self._stop_and_remove_files(session_id)
-                self.tasks.forget(session_id)
+            if self._forget(session_id):
                 logger.info("session %s expired", session_id)
         return len(expired)
+
+    def _forget(self, session_id: str) -> bool:
+        """Delete the record (so the worker's updates miss), stop the task, remove the files,
+        drop the task's record; False when there was no such session. Blocks up to
+        _STOP_WAIT_SECONDS: call it off the event loop."""
+        if not self.sessions.delete_session(session_id):
+            return False
+        self.tasks.cancel_task(session_id)
+        self._stop_and_remove_files(session_id)
+        self.tasks.forget(session_id)
+        return True
 
     def _stop_and_remove_files(self, session_id: str) -> None:
         if not self.tasks.wait(session_id, timeout=_STOP_WAIT_SECONDS):
