@@ -354,6 +354,9 @@ async function onCancel() {
     const answer = await api("POST", `/cancel/${encodeURIComponent(sessionId)}`);
     stopEvents();
     setStatus(answer.status, "Analysis cancelled.");
+    // A progress event that was already on its way re-enables the button (its status is not
+    // terminal); the answer is, so the button goes off again here.
+    els.cancel.disabled = true;
   } catch (error) {
     showError(error.message);
     if (error.status === 404) sessionGone();
