@@ -64,6 +64,27 @@ def make_video(
     return path
 
 
+SIGNAL_RATE = 10.0
+"""Samples per second of `periodic_signal` unless told otherwise."""
+
+
+def periodic_signal(
+    seconds: float,
+    period: float,
+    dims: int = 8,
+    noise: float = 0.0,
+    seed: int = 0,
+    rate: float = SIGNAL_RATE,
+) -> np.ndarray:
+    """A multichannel signal that repeats every `period` seconds, sampled `rate` times a second
+    (rows), each channel a sine of its own random phase, plus Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 1 / rate)
+    phases = rng.uniform(0, 2 * np.pi, dims)
+    pose = np.stack([np.sin(2 * np.pi * t / period + p) for p in phases], axis=1)
+    return pose + noise * rng.standard_normal(pose.shape)
+
+
 # ------------------------------------------------------------------------------------------------
 # Workout clips with ground truth
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Tests of the analysis engine: signal pieces on synthetic signals, then real generated clips."""
+"""Tests of the engine through its facade on real generated clips: the public surface, awkward
+inputs, and the accuracy of the motion analysis against ground truth. The pieces have their own
+files (test_signals.py, test_camera.py, test_motion_workout.py, test_video.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-import railway_video_generator as engine
 from railway_video_generator import (
     AnalysisCancelled,
     AnalysisOptions,
-    InvalidVideo,
     RailwayVideoGenerator,
     VideoDecodeError,
     probe_video,
@@ -33,155 +33,6 @@ from tests.synthetic import (
     score_clip,
     summarise,
 )
-
-RATE = 10.0
-
-
-def _sine_pose(
-    seconds: float, period: float, dims: int = 8, noise: float = 0.0, seed: int = 0
-) -> np.ndarray:
-    """A multichannel signal that repeats every `period` seconds, sampled at RATE."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(0, seconds, 1 / RATE)
-    phases = rng.uniform(0, 2 * np.pi, dims)
-    pose = np.stack([np.sin(2 * np.pi * t / period + p) for p in phases], axis=1)
-    return pose + noise * rng.standard_normal(pose.shape)
-
-
-# ------------------------------------------------------------------------------------------------
-# Signal pieces
-# ------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("period", [0.6, 1.0, 2.5, 5.5])
-def test_local_period_finds_the_repetition_period(period: float) -> None:
-    pose = _sine_pose(40, period, noise=0.1)
-    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
-    lags, strength = engine._local_period(similarity, min_lag=5, max_lag=70)
-    middle = slice(len(pose) // 2 - 20, len(pose) // 2 + 20)
-    assert np.median(lags[middle]) / RATE == pytest.approx(period, abs=0.11)
-    assert np.median(strength[middle]) > 0.8
-
-
-def test_local_period_does_not_report_twice_the_period() -> None:
-    pose = _sine_pose(40, 1.2, noise=0.05)
-    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
-    lags, _ = engine._local_period(similarity, min_lag=5, max_lag=70)
-    assert np.median(lags[100:300]) == 12
-
-
-def test_smooth_random_motion_is_not_periodic() -> None:
-    rng = np.random.default_rng(3)
-    walk = np.cumsum(rng.standard_normal((400, 8)), axis=0)
-    pose = np.stack([engine._gaussian_smooth(walk[:, k], 4) for k in range(8)], axis=1)
-    similarity = engine._self_similarity(pose, max_lag=70, min_half_window=15)
-    _, strength = engine._local_period(similarity, min_lag=5, max_lag=70)
-    assert np.mean(strength > 0.45) < 0.1
-
-
-def test_hysteresis_counts_one_peak_per_cycle_despite_noise() -> None:
-    rng = np.random.default_rng(0)
-    t = np.arange(0, 20, 0.1)
-    signal = np.sin(2 * np.pi * t / 2.0) + 0.2 * rng.standard_normal(t.size)
-    assert len(engine._hysteresis_peaks(signal, -0.3, 0.3)) == 10
-
-
-def test_hysteresis_ignores_wiggles_that_never_cross_both_levels() -> None:
-    signal = np.array([0, 0.5, 0.2, 0.5, 0.2, 0.5, 0, 0], dtype=float)
-    assert engine._hysteresis_peaks(signal, 0.1, 0.4) == [1]
-
-
-def test_runs_and_gap_closing_segment_a_mask() -> None:
-    mask = np.array([0, 1, 1, 0, 1, 1, 0, 0, 0, 1], dtype=bool)
-    assert engine._runs(mask) == [(1, 3), (4, 6), (9, 10)]
-    assert engine._runs(engine._close_gaps(mask, 1)) == [(1, 6), (9, 10)]
-
-
-def test_find_sets_separates_two_sets_from_still_rest() -> None:
-    rest = np.zeros((60, 8))
-    first = _sine_pose(12, 2.0, seed=1) * 10
-    second = _sine_pose(8, 1.0, seed=2) * 10
-    pose = np.concatenate([rest, first, rest, second, rest])
-    pose += 0.05 * np.random.default_rng(0).standard_normal(pose.shape)
-    energy = np.where(np.abs(pose).sum(axis=1) > 1, 0.05, 0.0)
-    times = np.arange(len(pose)) / RATE
-    options = AnalysisOptions()
-    period, strength = engine._periodicity(pose, options)
-    sets = engine._find_sets(times, energy, pose, period, strength, options)
-    assert len(sets) == 2
-    assert sets[0].start == pytest.approx(6.0, abs=1.0) and sets[0].end == pytest.approx(18, abs=1)
-    assert sets[1].start == pytest.approx(24.0, abs=1.0) and sets[1].end == pytest.approx(32, abs=1)
-
-
-def test_runs_with_the_same_period_merge_and_runs_with_another_period_do_not() -> None:
-    period = np.full(100, 15)
-    period[70:] = 25
-    strength = np.ones(100)
-    merged = engine._merge_runs([(0, 20), (40, 60), (70, 100)], period, strength, 0.5)
-    assert [(a, b) for a, b, _ in merged] == [(0, 60), (70, 100)]
-
-
-def test_leading_axes_are_the_covariance_eigenvectors() -> None:
-    rng = np.random.default_rng(1)
-    samples = rng.standard_normal((300, 16)) * np.linspace(4, 0.5, 16)
-    samples -= samples.mean(axis=0)
-    axes = engine._leading_axes(samples, 2)
-    _, vectors = np.linalg.eigh(samples.T @ samples)
-    assert abs(axes[:, 0] @ vectors[:, -1]) > 0.999 and abs(axes[:, 1] @ vectors[:, -2]) > 0.999
-
-
-def test_edge_reps_are_kept_but_a_wiggle_off_the_plane_of_motion_is_not() -> None:
-    t = np.arange(0, 20, 0.1)
-    rep = (1 - np.cos(2 * np.pi * t / 2.0)) / 2  # reps from t=0 to 16 s, rest pose 0 after
-    rep[t >= 16] = 0
-    wiggle = np.where((t > 17) & (t < 18), np.sin(np.pi * (t - 17)), 0.0)  # another joint
-    rng = np.random.default_rng(0)
-    pose = np.stack([rep, 0.5 * rep, wiggle, 0.8 * wiggle], axis=1)
-    pose += 0.01 * rng.standard_normal(pose.shape)
-    signal = rep + 1.0 * wiggle  # the rep signal alone cannot tell the wiggle from a rep
-    core = slice(30, 130)  # the detector found only the middle of the set
-    peaks = engine._count_cycles(signal, core, 20.0, [pose, pose], signal)
-    assert [round(p / 10, 1) for p in peaks] == [1.0 + 2.0 * k for k in range(8)]
-
-
-def test_a_rise_after_the_set_that_does_not_come_back_before_the_margin_ends_is_no_rep() -> None:
-    t = np.arange(0, 18, 0.1)  # the set's margin; the video goes on after it
-    rep = (1 - np.cos(2 * np.pi * t / 2.0)) / 2  # reps from t=0 to 16 s
-    rep[t >= 16] = 0
-    fidget = np.interp(t, [16.5, 17.0, 17.5], [0.0, 1.0, 0.0])  # fidgeting, then standing still
-    level = np.concatenate([rep + fidget, np.zeros(100)])  # back in the start pose by 17.5 s
-    pose = np.stack([level, 0.5 * level], axis=1)[: t.size]
-    pose += 0.01 * np.random.default_rng(0).standard_normal(pose.shape)
-    # The detrended rep signal rises to rep height and hovers mid-way until the margin ends.
-    signal = rep + np.interp(t, [16.5, 17.0, 17.5], [0.0, 1.0, 0.5])
-    core = slice(30, 130)
-    peaks = engine._count_cycles(signal, core, 20.0, [pose, pose], level)
-    assert [round(p / 10, 1) for p in peaks] == [1.0 + 2.0 * k for k in range(8)]
-    # The same rise cut short by the end of the video may be a rep that finished off camera.
-    assert len(engine._count_cycles(signal, core, 20.0, [pose, pose], level[: t.size])) == 9
-
-
-def test_camera_tracker_recovers_a_known_shift_to_a_twentieth_of_a_pixel() -> None:
-    rng = np.random.default_rng(2)
-    texture = cv2.GaussianBlur(rng.uniform(0, 255, (200, 300)).astype(np.float32), (0, 0), 2.0)
-    tracker = engine._CameraTracker()
-    tracker.anchor(texture[20:164, 20:276].copy())
-    for dx, dy in [(3, 0), (0, -5), (-7, 6), (9, 9)]:
-        moved = texture[20 - dy : 164 - dy, 20 - dx : 276 - dx].copy()
-        shift = tracker.locate(moved, (0.0, 0.0))
-        assert shift == pytest.approx((dx, dy), abs=0.05)
-
-
-def test_a_moving_person_does_not_pull_the_camera_estimate() -> None:
-    rng = np.random.default_rng(3)
-    texture = cv2.GaussianBlur(rng.uniform(0, 255, (200, 300)).astype(np.float32), (0, 0), 2.0)
-    reference = texture[20:164, 20:276].copy()
-    tracker = engine._CameraTracker()
-    tracker.anchor(reference)
-    frame = texture[18:162, 24:280].copy()  # the camera moved by (-4, 2)
-    frame[40:110, 100:150] = 250.0  # a bright "person" appears in the middle tile
-    assert tracker.locate(frame, (0.0, 0.0)) == pytest.approx((-4, 2), abs=0.1)
-
 
 # ------------------------------------------------------------------------------------------------
 # Options and the public surface
@@ -203,20 +54,6 @@ def test_a_moving_person_does_not_pull_the_camera_estimate() -> None:
 def test_options_out_of_bounds_are_refused_with_the_field_name(field: str, value) -> None:
     with pytest.raises(ValueError, match=field):
         AnalysisOptions(**{field: value})
-
-
-def test_probe_describes_a_real_video(tmp_path: Path) -> None:
-    path = make_video(tmp_path / "clip.mp4", seconds=2.0, fps=25.0, size=(320, 240))
-    info = probe_video(path)
-    assert (info.width, info.height, info.fps) == (320, 240, 25.0)
-    assert info.frame_count == 50 and info.duration == 2.0
-
-
-def test_probe_refuses_bytes_that_are_not_a_video(tmp_path: Path) -> None:
-    path = tmp_path / "fake.mp4"
-    path.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(InvalidVideo):
-        probe_video(path)
 
 
 def test_unknown_analysis_type_is_a_value_error(tmp_path: Path) -> None:
@@ -444,28 +281,6 @@ def test_the_accuracy_suite_meets_every_target(tmp_path: Path) -> None:
     assert summary.boundaries_within_1s == 1.0 and summary.max_boundary_error <= 1.0
     assert summary.sets_in_rest == 0
     assert summary.top3_on_intense == 1.0
-
-
-@pytest.mark.parametrize(
-    ("declared", "reached", "cut_short"),
-    [
-        (8.0, 4.0, True),
-        (3.0, 0.5, True),
-        (8.0, 7.9, False),
-        (7.87, 8.0, False),
-        (60.0, 55.0, False),
-        (2.5, 1.0, False),
-        (0.0, 3.0, False),
-    ],
-)
-def test_only_a_video_far_short_of_its_declared_length_counts_as_cut_short(
-    declared: float, reached: float, cut_short: bool
-) -> None:
-    if cut_short:
-        with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
-            engine._check_not_cut_short(declared, reached)
-    else:
-        engine._check_not_cut_short(declared, reached)
 
 
 @pytest.mark.parametrize("suffix, fourcc", [(".avi", "MJPG"), (".mp4", "mp4v")])
