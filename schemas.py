@@ -13,6 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from session_manager import SessionStatus
 
 
+class Exercise(StrEnum):
+    """The exercises the analysis names (see `analysis.results.EXERCISES`)."""
+
+    SQUAT = "squat"
+    JUMPING_JACK = "jumping_jack"
+    BICEP_CURL = "bicep_curl"
+    PUSH_UP = "push_up"
+    LUNGE = "lunge"
+    UNKNOWN = "unknown"
+
+
 class AnalysisType(StrEnum):
     """What to compute: highlights, the workout (sets, reps), or both in one pass."""
 
@@ -129,9 +140,28 @@ class SegmentOut(BaseModel):
     end: float
     kind: Literal["active", "rest"]
     reps: int
-    rep_times: list[float]
+    rep_times: list[float] = Field(description="The moment of each rep (its turning point).")
     tempo: float | None = Field(description="Repetitions per minute; null for a rest.")
     intensity: float = Field(ge=0, le=1)
+    exercise: Exercise | None = Field(
+        None,
+        description="The exercise of a set (`unknown` when none fits, always with the motion "
+        "method); null for a rest.",
+    )
+    exercise_confidence: float | None = Field(
+        None, ge=0, le=1, description="How sure the exercise is, 0..1; null for a rest."
+    )
+    rep_durations: list[float] = Field(
+        default_factory=list, description="Seconds each rep took, in order; empty for a rest."
+    )
+    range_of_motion: list[float] | None = Field(
+        None,
+        description="Degrees the dominant joint moved in each rep (e.g. knee flexion for a "
+        "squat); null when not measured (the motion method, or a rest).",
+    )
+    dominant_joint: Literal["knee", "hip", "elbow", "shoulder"] | None = Field(
+        None, description="The joint whose angle counts the reps and measures range_of_motion."
+    )
 
 
 class WorkoutOut(BaseModel):
@@ -139,6 +169,12 @@ class WorkoutOut(BaseModel):
     active_time: float
     rest_time: float
     segments: list[SegmentOut]
+    method: Literal["pose", "motion"] = Field(
+        "motion",
+        description="`pose`: sets and reps from the athlete's body (a pose estimator followed "
+        "them); `motion`: from the motion of the picture, when no person could be followed "
+        "reliably (no exercise names, no range of motion).",
+    )
 
 
 class AnalysisData(BaseModel):

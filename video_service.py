@@ -228,9 +228,17 @@ def build_data(result: AnalysisResult, artifact_url: str | None) -> dict[str, An
                     "rep_times": list(s.rep_times),
                     "tempo": s.tempo,
                     "intensity": s.intensity,
+                    "exercise": s.exercise,
+                    "exercise_confidence": s.exercise_confidence,
+                    "rep_durations": list(s.rep_durations),
+                    "range_of_motion": None
+                    if s.range_of_motion is None
+                    else list(s.range_of_motion),
+                    "dominant_joint": s.dominant_joint,
                 }
                 for s in workout.segments
             ],
+            "method": workout.method,
         }
     if result.reel is not None:
         data["reel_url"] = url(result.reel)

@@ -57,6 +57,27 @@ class MotionDetector:
         self.prev_cells: np.ndarray | None = None
         self.prev_shift = (0.0, 0.0)
         self.shift = (0.0, 0.0)
+        self.frame_size = (width, height)
+        # The moving-pixel mask of the last sample and where it lies in the aligned frame.
+        self._moving: np.ndarray | None = None
+        self._window = (0, 0)
+
+    def moving_fraction_in(self, box: tuple[float, float, float, float]) -> float | None:
+        """The fraction of moving pixels of the last sample inside `box` (x0, y0, x1, y1 in the
+        frame's pixels): whether the athlete moves, whatever else in the picture does. None
+        before the second sample or when the box lies outside what was measured."""
+        if self._moving is None:
+            return None
+        scale = self.size[0] / self.frame_size[0]
+        # Aligned coordinates are the frame's minus the camera's shift, here relative to the
+        # measured window's corner.
+        x0 = round(box[0] * scale - self.shift[0]) - self._window[0]
+        x1 = round(box[2] * scale - self.shift[0]) - self._window[0]
+        y0 = round(box[1] * scale - self.shift[1]) - self._window[1]
+        y1 = round(box[3] * scale - self.shift[1]) - self._window[1]
+        height, width = self._moving.shape
+        part = self._moving[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+        return float(part.mean()) if part.size else None
 
     def _anchor(self, grey: np.ndarray) -> None:
         self.reference = grey
@@ -96,6 +117,7 @@ class MotionDetector:
             diff = cv2.absdiff(aligned[ys, xs], self.prev_aligned[ys, xs])
             moving = diff > self.options.diff_threshold
             energy = float(moving.mean()) if moving.size else 0.0
+            self._moving, self._window = moving, (xs.start, ys.start)
         self.prev_aligned = aligned
         cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA)
         if self.prev_cells is not None:

@@ -10,7 +10,6 @@ through its start pose.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 
@@ -23,15 +22,14 @@ from analysis.signals import (
     gaussian_smooth,
     hysteresis_peaks,
     leading_axes,
-    local_period,
+    local_periodicity,
     runs,
-    self_similarity,
 )
 from analysis.video import stop_if_cancelled
 from analysis.workout import FoundSet
 
 
-def _count_cycles(
+def count_cycles(
     signal: np.ndarray,
     core: slice,
     period: float,
@@ -189,31 +187,13 @@ def _rest_is_low(raw: np.ndarray, core: slice, reference: np.ndarray) -> bool:
 def periodicity(
     pose: np.ndarray, options: AnalysisOptions, cancel_event: threading.Event | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per sample of a uniform grid: local repetition period (samples, 0 = none) and strength.
-
-    Computed in blocks of samples, so memory stays bounded whatever the video's length and
-    sample rate (the whole similarity matrix is length x lag), and a cancel is seen between
-    blocks."""
-    rate = options.sample_fps
-    n = pose.shape[0]
-    min_lag = max(2, int(math.floor(options.min_period * rate)))
-    max_lag = int(math.ceil(options.max_period * rate * 1.1)) + 1
-    period, strength = np.zeros(n, dtype=int), np.zeros(n)
-    if n < 2 * min_lag + 2:
-        return period, strength
-    half_window = round(1.5 * rate)
-    # Each block re-reads the samples within reach of its edges: 4 reaches keep that overhead
-    # small, and a block of similarity is then a few megabytes.
-    block = max(1024, 8 * (max(max_lag, half_window) + max_lag))
-    for start in range(0, n, block):
-        stop_if_cancelled(cancel_event)
-        centres = slice(start, min(n, start + block))
-        similarity = self_similarity(pose, max_lag, half_window, centres)
-        period[centres], strength[centres] = local_period(similarity, min_lag, max_lag)
-    return period, strength
+    """Per sample of a uniform grid: local repetition period (samples, 0 = none) and strength."""
+    return local_periodicity(
+        pose, options.sample_fps, options.min_period, options.max_period, cancel_event
+    )
 
 
-def _merge_runs(
+def merge_runs(
     runs: list[tuple[int, int]], period: np.ndarray, strength: np.ndarray, threshold: float
 ) -> list[tuple[int, int, float]]:
     """Join periodic runs with the same period that are less than two periods apart.
@@ -251,7 +231,7 @@ def find_sets(
     moving = box_smooth(energy, round(rate)) > options.moving_fraction
     active = moving & (strength >= options.periodicity_threshold) & (period > 0)
     active = close_gaps(active, round(1.0 * rate))
-    stretches = _merge_runs(runs(active), period, strength, options.periodicity_threshold)
+    stretches = merge_runs(runs(active), period, strength, options.periodicity_threshold)
     stretches = [
         (a, b, lag) for a, b, lag in stretches if b - a >= max(round(1.5 * rate), 1.5 * lag)
     ]
@@ -283,7 +263,7 @@ def find_sets(
         local = slice(core.start - margin.start, core.stop - margin.start)
         poses = [pose[margin], detrended]
         counts = {
-            sign: _count_cycles(sign * signal, local, lag, poses, sign * raw, margin.start)
+            sign: count_cycles(sign * signal, local, lag, poses, sign * raw, margin.start)
             for sign in (1, -1)
         }
         if len(counts[1]) == len(counts[-1]):

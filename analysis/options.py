@@ -71,6 +71,31 @@ class AnalysisOptions:
     """A periodic stretch with fewer repetitions is not a set: adjusting and shuffling between sets
     produce two or three similar movements in a row often enough."""
 
+    pose: bool = True
+    """Analyse the workout on the athlete's body when a pose estimator is installed and finds a
+    person; otherwise (and always when False) on the motion of the picture."""
+
+    pose_model: str = "lite"
+    """BlazePose landmark model: "lite" (faster) or "full" (see analysis.pose)."""
+
+    pose_max_interval: float = 0.4
+    """Seconds between pose estimates while the athlete holds still (the least pose rate)."""
+
+    samples_per_rep: float = 7.0
+    """Pose estimates per repetition once the tempo is known: enough to count a rep and to find
+    its turning points, which are then refined between samples."""
+
+    pose_search_interval: float = 1.0
+    """Seconds between looks for a person while nobody is followed (the detector is costly)."""
+
+    min_pose_coverage: float = 0.6
+    """Fraction of the video's pose estimates that must find a reliable person for the workout
+    to be analysed on the body; below it the motion analysis is used."""
+
+    max_pause: float = 6.0
+    """A set that stops for at most this many seconds and goes on with the same exercise is one
+    set with a pause, not two sets."""
+
     thumbnail_width: int = 320
     """Maximum width of a highlight thumbnail in pixels."""
 
@@ -92,5 +117,9 @@ class AnalysisOptions:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
         if not 0 < self.min_period < self.max_period:
             raise ValueError("min_period must be positive and below max_period")
+        if self.pose_model not in ("lite", "full"):
+            raise ValueError(f"pose_model must be lite or full, got {self.pose_model!r}")
+        if not 0 < self.pose_max_interval <= 2 or not 0 < self.pose_search_interval <= 10:
+            raise ValueError("pose_max_interval and pose_search_interval are out of range")
         if self.analysis_width < 32 or self.grid_width < 4 or self.projection_dims < 4:
             raise ValueError("analysis_width, grid_width and projection_dims are too small")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import pose_workout
 from analysis.errors import VideoTooLong
 from analysis.highlights import ThumbnailKeeper, highlight_windows
 from analysis.motion import MotionDetector
@@ -29,6 +30,7 @@ from analysis.options import AnalysisOptions
 from analysis.reel import REEL_NAME, write_reel
 from analysis.results import AnalysisResult, Highlight, VideoInfo
 from analysis.signals import resample
+from analysis.tracking import AthleteTracker
 from analysis.video import SampledFrames, check_not_cut_short, open_video, stop_if_cancelled
 from analysis.workout import summarise
 
@@ -97,6 +99,20 @@ class _Features:
         i = self.count
         self.times[i], self.energy[i], self.cut[i], self.pose[i] = seconds, energy, cut, pose
         self.count += 1
+
+
+def _athlete_tracker(options: AnalysisOptions) -> AthleteTracker | None:
+    """A tracker for this analysis, or None when no pose estimator is installed."""
+    try:
+        from analysis.pose import PoseUnavailable
+    except ImportError as exc:  # pragma: no cover - the pose module ships with the engine
+        logger.warning("pose estimation unavailable, the workout is analysed on motion: %s", exc)
+        return None
+    try:
+        return AthleteTracker(options.sample_fps, options)
+    except PoseUnavailable as exc:
+        logger.warning("pose estimation unavailable, the workout is analysed on motion: %s", exc)
+        return None
 
 
 def analyze(
@@ -191,6 +207,7 @@ def _analyze(
         )
         motion = MotionDetector(width, height, options)
         features = _Features(options.projection_dims)
+        tracker = _athlete_tracker(options) if want_workout and options.pose else None
         reached = 0.0
         reported = 0  # frames whose progress has been reported, as a frame-by-frame loop would
         sampled = SampledFrames(stream, 1.0 / options.sample_fps, cancel_event, options.max_seconds)
@@ -203,6 +220,12 @@ def _analyze(
             reached = max(reached, position)
             energy, cut, pose = motion.process_frame(frame)
             features.append(seconds, energy, cut, pose)
+            if tracker is not None:
+                if cut:
+                    tracker.cut()
+                box = tracker.box
+                box_motion = motion.moving_fraction_in(box) if box is not None else None
+                tracker.process_frame(features.count - 1, seconds, frame, box_motion)
             if thumbnails is not None:
                 thumbnails.offer(seconds, energy, frame)
             progress.at_time(seconds)
@@ -229,17 +252,36 @@ def _analyze(
     cut_u[np.clip(np.searchsorted(grid, times[features.cut[:n]]), 0, grid.size - 1)] = True
     progress.report(progress.ceiling, "Finding sets and highlights")
 
-    # Sets are found once: the workout reports them, the highlights prefer them.
-    _, pose_u = resample(times, features.pose[:n].astype(np.float64), options.sample_fps)
-    del features
+    # Sets are found once: the workout reports them, the highlights prefer them. On the body
+    # when a person was followed reliably, else on the motion of the picture.
     stop_if_cancelled(cancel_event)
-    period, strength = periodicity(pose_u, options, cancel_event)
-    sets = find_sets(grid, energy_u, pose_u, period, strength, options, cancel_event)
+    method = "motion"
+    if tracker is not None and tracker.reliable(options.min_pose_coverage):
+        body = pose_workout.to_grid(tracker.track.sorted(), options.sample_fps, duration)
+        sets = pose_workout.find_sets(body, options, cancel_event)
+        method = "pose"
+        logger.info(
+            "workout on the body: %d pose estimates (%d found a person), %d set(s)",
+            tracker.estimates,
+            tracker.found,
+            len(sets),
+        )
+    else:
+        if tracker is not None:
+            logger.info(
+                "no person followed reliably (%d of %d estimates): workout on motion",
+                tracker.found,
+                tracker.estimates,
+            )
+        _, pose_u = resample(times, features.pose[:n].astype(np.float64), options.sample_fps)
+        period, strength = periodicity(pose_u, options, cancel_event)
+        sets = find_sets(grid, energy_u, pose_u, period, strength, options, cancel_event)
+    del features
     stop_if_cancelled(cancel_event)
     in_set = np.zeros(grid.size, dtype=bool)
     for s in sets:
         in_set[(grid >= s.start) & (grid < s.end)] = True
-    workout = summarise(grid, energy_u, sets, duration, options) if want_workout else None
+    workout = summarise(grid, energy_u, sets, duration, options, method) if want_workout else None
 
     highlights = None
     artifacts: list[str] = []

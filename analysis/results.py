@@ -5,7 +5,14 @@ The service turns these into its wire models; nothing here knows about HTTP or s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+EXERCISES = ("squat", "jumping_jack", "bicep_curl", "push_up", "lunge", "unknown")
+"""The exercises a set can be named as; "unknown" when none of the others fits."""
+
+WORKOUT_METHODS = ("pose", "motion")
+"""How the workout was analysed: from the athlete's body (pose) or, when no person could be
+followed reliably, from the motion of the picture (motion)."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,12 @@ class Highlight:
 
 @dataclass(frozen=True)
 class WorkoutSegment:
-    """An active set or a rest. `tempo` is reps per minute (None for rest), intensity is 0..1."""
+    """An active set or a rest. `tempo` is reps per minute (None for rest), intensity is 0..1.
+
+    For a set: `exercise` (one of EXERCISES) with its confidence (0..1), the duration of each rep
+    (s), and, when the body was followed, the range of motion of each rep in degrees of
+    `dominant_joint` (e.g. knee flexion for a squat). For a rest those are None and empty.
+    """
 
     start: float
     end: float
@@ -42,6 +54,11 @@ class WorkoutSegment:
     rep_times: list[float]
     tempo: float | None
     intensity: float
+    exercise: str | None = None
+    exercise_confidence: float | None = None
+    rep_durations: list[float] = field(default_factory=list)
+    range_of_motion: list[float] | None = None
+    dominant_joint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,7 @@ class WorkoutSummary:
     active_time: float
     rest_time: float
     segments: list[WorkoutSegment]
+    method: str = "motion"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@ mask, a hysteresis peak counter and principal axes. Unit-tested on synthetic sig
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
+
+from analysis.errors import AnalysisCancelled
 
 
 def box_smooth(signal: np.ndarray, width: int) -> np.ndarray:
@@ -184,3 +189,38 @@ def leading_axes(centred: np.ndarray, count: int) -> np.ndarray:
         axes.append(vector)
         covariance = covariance - float(vector @ covariance @ vector) * np.outer(vector, vector)
     return np.stack(axes, axis=1)
+
+
+def local_periodicity(
+    pose: np.ndarray,
+    rate: float,
+    min_period: float,
+    max_period: float,
+    cancel_event: threading.Event | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample of a uniform grid: the local repetition period (in samples, 0 = none) and how
+    strongly the signal repeats at it (see `self_similarity` and `local_period`).
+
+    Computed in blocks of samples, so memory stays bounded whatever the signal's length and
+    rate (the whole similarity matrix is length x lag), and a cancel is seen between blocks.
+
+    Raises:
+        AnalysisCancelled: `cancel_event` was set.
+    """
+    n = pose.shape[0]
+    min_lag = max(2, int(math.floor(min_period * rate)))
+    max_lag = int(math.ceil(max_period * rate * 1.1)) + 1
+    period, strength = np.zeros(n, dtype=int), np.zeros(n)
+    if n < 2 * min_lag + 2:
+        return period, strength
+    half_window = round(1.5 * rate)
+    # Each block re-reads the samples within reach of its edges: blocks of 8 reaches keep that
+    # overhead small, and a block of similarity is then a few megabytes.
+    block = max(1024, 8 * (max(max_lag, half_window) + max_lag))
+    for start in range(0, n, block):
+        if cancel_event is not None and cancel_event.is_set():
+            raise AnalysisCancelled("analysis cancelled")
+        centres = slice(start, min(n, start + block))
+        similarity = self_similarity(pose, max_lag, half_window, centres)
+        period[centres], strength[centres] = local_period(similarity, min_lag, max_lag)
+    return period, strength

@@ -36,7 +36,7 @@ def test_runs_with_the_same_period_merge_and_runs_with_another_period_do_not() -
     period = np.full(100, 15)
     period[70:] = 25
     strength = np.ones(100)
-    merged = motion_workout._merge_runs([(0, 20), (40, 60), (70, 100)], period, strength, 0.5)
+    merged = motion_workout.merge_runs([(0, 20), (40, 60), (70, 100)], period, strength, 0.5)
     assert [(a, b) for a, b, _ in merged] == [(0, 60), (70, 100)]
 
 
@@ -50,7 +50,7 @@ def test_edge_reps_are_kept_but_a_wiggle_off_the_plane_of_motion_is_not() -> Non
     pose += 0.01 * rng.standard_normal(pose.shape)
     signal = rep + 1.0 * wiggle  # the rep signal alone cannot tell the wiggle from a rep
     core = slice(30, 130)  # the detector found only the middle of the set
-    peaks = motion_workout._count_cycles(signal, core, 20.0, [pose, pose], signal)
+    peaks = motion_workout.count_cycles(signal, core, 20.0, [pose, pose], signal)
     assert [round(p / 10, 1) for p in peaks] == [1.0 + 2.0 * k for k in range(8)]
 
 
@@ -65,10 +65,10 @@ def test_a_rise_after_the_set_that_does_not_come_back_before_the_margin_ends_is_
     # The detrended rep signal rises to rep height and hovers mid-way until the margin ends.
     signal = rep + np.interp(t, [16.5, 17.0, 17.5], [0.0, 1.0, 0.5])
     core = slice(30, 130)
-    peaks = motion_workout._count_cycles(signal, core, 20.0, [pose, pose], level)
+    peaks = motion_workout.count_cycles(signal, core, 20.0, [pose, pose], level)
     assert [round(p / 10, 1) for p in peaks] == [1.0 + 2.0 * k for k in range(8)]
     # The same rise cut short by the end of the video may be a rep that finished off camera.
-    assert len(motion_workout._count_cycles(signal, core, 20.0, [pose, pose], level[: t.size])) == 9
+    assert len(motion_workout.count_cycles(signal, core, 20.0, [pose, pose], level[: t.size])) == 9
 
 
 def test_periodicity_memory_does_not_grow_with_length_times_lag() -> None:

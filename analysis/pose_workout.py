@@ -1,0 +1,493 @@
+"""Sets, repetitions, the exercise and each rep's range of motion, from the athlete's body.
+
+The body track (joint angles per pose estimate, see `analysis.body`) is put on a uniform grid,
+then:
+
+1. **Sets** are where the body moves, and moves periodically: the self-similarity of the limb
+   angles at the rep period (`signals.local_periodicity`), as the motion analysis does on pixels,
+   but on signals that shake, distance, zoom and other people do not touch.
+2. **The exercise** is named from what moves and how the body is placed (`classify`): the joint
+   ranges, the trunk's angle from upright, and the asymmetry of the hips at the turning point
+   (a lunge's front hip bends, its back hip does not; a squat bends both). A periodic stretch is
+   split where the exercise changes, so two exercises back to back are two sets.
+3. **Reps** are counted on the set's dominant joint (knee for squats and lunges, elbow for curls
+   and push-ups, shoulder for jumping jacks) with the same hysteresis counter and edge-rep rules
+   as the motion analysis. Each rep's turning point, its start and end, and its range of motion
+   are refined between pose samples (a parabola through the samples around the peak), because
+   the pose is estimated only a few times per rep.
+4. **Pauses**: a set that stops for at most `max_pause` seconds and goes on with the same
+   exercise and tempo is one set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from analysis.body import ANGLE_INDEX, JOINT_SIDES, BodyTrack
+from analysis.motion_workout import count_cycles, merge_runs
+from analysis.options import AnalysisOptions
+from analysis.signals import box_smooth, close_gaps, gaussian_smooth, local_periodicity, runs
+from analysis.video import stop_if_cancelled
+from analysis.workout import FoundSet
+
+logger = logging.getLogger(__name__)
+
+EXERCISE_JOINT = {
+    "squat": "knee",
+    "lunge": "knee",
+    "bicep_curl": "elbow",
+    "push_up": "elbow",
+    "jumping_jack": "shoulder",
+}
+"""The joint whose angle counts an exercise's reps and measures its range of motion."""
+
+_LIMBS = [ANGLE_INDEX[name] for name in (
+    "left_knee", "right_knee", "left_hip", "right_hip",
+    "left_elbow", "right_elbow", "left_shoulder", "right_shoulder", "legs",
+)]  # fmt: skip
+_TRUNK = ANGLE_INDEX["trunk"]
+_LEGS = ANGLE_INDEX["legs"]
+
+_MIN_RELIABILITY = 0.5
+"""A pose sample's angle is used when all its landmarks are at least this visible."""
+
+_MAX_GAP = 1.0
+"""Seconds between two usable pose samples beyond which the grid between them is missing."""
+
+_MOVING_SPEED = 20.0
+"""Degrees per second (the fastest limb, smoothed over a second) from which the body moves."""
+
+_MIN_ROM = 20.0
+"""Degrees a joint must move for its excursions to count as reps."""
+
+
+@dataclass(frozen=True)
+class BodyGrid:
+    """The body track on a uniform grid: angles (degrees) where a usable pose is within reach."""
+
+    times: np.ndarray
+    angles: np.ndarray
+    """(n, len(ANGLES)); NaN where missing."""
+    raw_times: np.ndarray
+    """The pose samples' own times (irregular), for refining turning points between samples."""
+    raw_angles: np.ndarray
+    """(m, len(ANGLES)) at raw_times; NaN where unreliable."""
+
+
+def to_grid(track: BodyTrack, rate: float, duration: float) -> BodyGrid:
+    """Interpolate the (time-ordered) track onto samples every 1/rate s from 0 to `duration`;
+    a grid sample is missing where no usable pose lies within _MAX_GAP on both sides."""
+    times = np.arange(0.0, max(duration, 1.0 / rate) - 1e-9, 1.0 / rate)
+    raw = np.where(track.reliability >= _MIN_RELIABILITY, track.angles, np.nan)
+    angles = np.full((times.size, raw.shape[1]), np.nan)
+    for k in range(raw.shape[1]):
+        ok = ~np.isnan(raw[:, k])
+        t, v = track.times[ok], raw[ok, k]
+        if t.size == 0:
+            continue
+        right = np.searchsorted(t, times)
+        left = right - 1
+        has_left = left >= 0
+        has_right = right < t.size
+        gap_left = np.where(has_left, times - t[np.clip(left, 0, t.size - 1)], np.inf)
+        gap_right = np.where(has_right, t[np.clip(right, 0, t.size - 1)] - times, np.inf)
+        usable = (gap_left + gap_right <= _MAX_GAP) | (
+            np.minimum(gap_left, gap_right) <= 0.5 / rate
+        )
+        angles[usable, k] = np.interp(times[usable], t, v)
+    return BodyGrid(times, angles, track.times.copy(), raw)
+
+
+def joint_signal(angles: np.ndarray, joint: str) -> np.ndarray:
+    """A joint's angle over both sides: the larger of the two where both are known (one side's
+    lunge or curl, either side's in a symmetric exercise), else the one that is known."""
+    left, right = JOINT_SIDES[joint]
+    both = np.fmax(angles[..., left], angles[..., right])  # fmax ignores one NaN
+    return both
+
+
+def _sigmoid(x: float, centre: float, width: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(x - centre) / width))
+
+
+def _span(values: np.ndarray) -> float:
+    """The range of a signal, robust to outliers: 95th minus 5th percentile (0 if unknown)."""
+    values = values[~np.isnan(values)]
+    if values.size < 3:
+        return 0.0
+    low, high = np.percentile(values, [5, 95])
+    return float(high - low)
+
+
+@dataclass(frozen=True)
+class Classification:
+    exercise: str
+    confidence: float
+    scores: dict[str, float]
+
+
+def classify(angles: np.ndarray) -> Classification:
+    """Name the exercise performed over a stretch of grid samples (rows of angles).
+
+    Each exercise gets a score in 0..1 from soft thresholds on what moves and how the body is
+    placed; the best one wins if it scores at least 0.5, else "unknown". The confidence is the
+    winner's score times how far it stands above the runner-up.
+    """
+    rom = {joint: _span(joint_signal(angles, joint)) for joint in JOINT_SIDES}
+    legs = _span(angles[:, _LEGS])
+    trunk_values = angles[:, _TRUNK][~np.isnan(angles[:, _TRUNK])]
+    trunk = float(np.median(trunk_values)) if trunk_values.size else 0.0
+    # Hip asymmetry where the knees bend most: a lunge's back hip stays straight.
+    knee = joint_signal(angles, "knee")
+    left_hip, right_hip = JOINT_SIDES["hip"]
+    asym_all = np.abs(angles[:, left_hip] - angles[:, right_hip])
+    deep = ~np.isnan(knee) & ~np.isnan(asym_all)
+    if deep.sum() >= 3:
+        threshold = np.percentile(knee[deep], 75)
+        hip_asymmetry = float(np.median(asym_all[deep & (knee >= threshold)]))
+    else:
+        hip_asymmetry = 0.0
+    upright = 1.0 - _sigmoid(trunk, 45.0, 8.0)
+    scores = {
+        "push_up": _sigmoid(trunk, 50.0, 8.0) * _sigmoid(rom["elbow"], 30.0, 8.0),
+        "jumping_jack": upright * _sigmoid(rom["shoulder"], 70.0, 12.0) * _sigmoid(legs, 10.0, 4.0),
+        "squat": upright
+        * _sigmoid(rom["knee"], 40.0, 8.0)
+        * _sigmoid(rom["hip"], 30.0, 8.0)
+        * (1.0 - _sigmoid(hip_asymmetry, 40.0, 8.0)),
+        "lunge": upright * _sigmoid(rom["knee"], 35.0, 8.0) * _sigmoid(hip_asymmetry, 40.0, 8.0),
+        "bicep_curl": upright
+        * _sigmoid(rom["elbow"], 50.0, 8.0)
+        * (1.0 - _sigmoid(rom["shoulder"], 40.0, 8.0))
+        * (1.0 - _sigmoid(rom["knee"], 25.0, 6.0)),
+    }
+    ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+    (best, score), (_, second) = ranked[0], ranked[1]
+    if score < 0.5:
+        return Classification("unknown", round(1.0 - score, 3), scores)
+    return Classification(best, round(score * (1.0 - second), 3), scores)
+
+
+def _dominant_joint(angles: np.ndarray, exercise: str) -> str:
+    if exercise in EXERCISE_JOINT:
+        return EXERCISE_JOINT[exercise]
+    return max(JOINT_SIDES, key=lambda joint: _span(joint_signal(angles, joint)))
+
+
+def _refine_extreme(
+    times: np.ndarray, values: np.ndarray, around: float, reach: float, sign: float
+) -> tuple[float, float] | None:
+    """The turning point (time, value) near `around`: a maximum for sign 1, a minimum for -1.
+
+    The pose is estimated only a few times per rep, so the true extreme usually lies between
+    samples, and one noisy sample should not decide it: a parabola is fitted (least squares) to
+    the samples within 0.6 `reach` of the most extreme sample within `reach` of `around`, and
+    its vertex is the turning point when it opens the right way and lies among them; else the
+    most extreme sample itself."""
+    inside = np.flatnonzero((np.abs(times - around) <= reach) & ~np.isnan(values))
+    if inside.size == 0:
+        return None
+    i = int(inside[np.argmax(sign * values[inside])])
+    t, v = float(times[i]), float(values[i])
+    near = np.flatnonzero((np.abs(times - t) <= 0.6 * reach) & ~np.isnan(values))
+    before, after = (times[near] < t).sum(), (times[near] > t).sum()
+    if near.size >= 3 and before and after:
+        x = times[near] - t
+        a2, b2, c2 = np.polyfit(x, values[near], 2)
+        if sign * a2 < 0:  # opens the right way: a real maximum (or minimum)
+            shift = -b2 / (2 * a2)
+            if x.min() <= shift <= x.max():
+                return t + float(shift), float(c2 - b2 * b2 / (4 * a2))
+    return t, v
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A stretch of grid samples with one exercise: where to count and where it may reach."""
+
+    core: slice
+    margin: slice
+    lag: float
+    exercise: str
+    confidence: float
+
+
+def _split_by_exercise(angles: np.ndarray, core: slice, margin: slice, lag: float) -> list[_Part]:
+    """Cut a periodic stretch where the exercise changes.
+
+    Windows of 1.5 periods, every half period, are named; runs of one name become parts, and a
+    run shorter than two periods joins its shorter neighbour (a window across the change of
+    exercise is often named neither)."""
+    step = max(1, int(lag // 2))
+    half = max(2, int(round(0.75 * lag)))
+    pieces: list[list] = []  # [start, stop, name] in grid samples
+    for centre in range(core.start, core.stop, step):
+        window = angles[max(margin.start, centre - half) : min(margin.stop, centre + half + 1)]
+        name = classify(window).exercise
+        if pieces and pieces[-1][2] == name:
+            pieces[-1][1] = centre + step
+        else:
+            pieces.append([centre, centre + step, name])
+    while len(pieces) > 1:
+        k = min(range(len(pieces)), key=lambda k: pieces[k][1] - pieces[k][0])
+        if pieces[k][1] - pieces[k][0] >= 2 * lag:
+            break
+        if k == 0:
+            j = 1
+        elif k == len(pieces) - 1:
+            j = k - 1
+        else:
+            j = (
+                k - 1
+                if pieces[k - 1][1] - pieces[k - 1][0] <= pieces[k + 1][1] - pieces[k + 1][0]
+                else k + 1
+            )
+        lo, hi = min(j, k), max(j, k)
+        pieces[lo : hi + 1] = [[pieces[lo][0], pieces[hi][1], pieces[j][2]]]
+        # Neighbours that now share a name are one part.
+        merged: list[list] = []
+        for piece in pieces:
+            if merged and merged[-1][2] == piece[2]:
+                merged[-1][1] = piece[1]
+            else:
+                merged.append(piece)
+        pieces = merged
+    parts = []
+    # Where one exercise ends and the next begins is known to about a period (a window across
+    # the change is named neither), so a part may reach 1.5 periods into its neighbour; reps
+    # counted by both are settled in `_settle_boundaries`.
+    overlap = int(round(1.5 * lag))
+    for i, (start, stop, _) in enumerate(pieces):
+        first, last = i == 0, i == len(pieces) - 1
+        inner = slice(core.start if first else start, core.stop if last else min(stop, core.stop))
+        outer = slice(
+            margin.start if first else max(margin.start, inner.start - overlap),
+            margin.stop if last else min(margin.stop, inner.stop + overlap),
+        )
+        found = classify(angles[inner])
+        parts.append(_Part(inner, outer, lag, found.exercise, found.confidence))
+    return parts
+
+
+def _fill(values: np.ndarray) -> np.ndarray:
+    """A copy with NaN replaced by linear interpolation between known values (the nearest at
+    the ends); all-NaN stays NaN."""
+    out = np.array(values, dtype=np.float64)
+    known = ~np.isnan(out)
+    if known.any() and not known.all():
+        where = np.flatnonzero(known)
+        out[~known] = np.interp(np.flatnonzero(~known), where, out[known])
+    return out
+
+
+def _count_part(
+    grid: BodyGrid, part: _Part, rate: float, options: AnalysisOptions
+) -> FoundSet | None:
+    """Count the reps of one part on its dominant joint and measure each of them."""
+    joint = _dominant_joint(grid.angles[part.core], part.exercise)
+    signal = joint_signal(grid.angles[part.margin], joint)
+    if (~np.isnan(signal)).sum() < 3:
+        return None
+    # Missing samples (the athlete hidden for a moment) are bridged: they can neither make nor
+    # split a rep.
+    smooth = gaussian_smooth(_fill(signal), part.lag / 12)
+    local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
+    peaks = count_cycles(smooth, local, part.lag)
+    if len(peaks) < options.min_reps:
+        return None
+    intervals = np.diff(peaks)
+    if intervals.std() > 0.35 * intervals.mean():
+        return None  # not a rhythm
+    rest_level = float(np.percentile(smooth[local], 10))
+    if float(np.percentile(smooth[local], 90)) - rest_level < _MIN_ROM:
+        return None  # a periodic twitch, not a rep
+    offset = part.margin.start
+    raw_times, raw = grid.raw_times, joint_signal(grid.raw_angles, joint)
+    reach = 0.35 * float(np.median(intervals)) / rate
+
+    def turning_point(i: float, sign: float) -> tuple[float, float]:
+        t = float(grid.times[offset]) + i / rate
+        found = _refine_extreme(raw_times, raw, t, reach, sign)
+        return (
+            found if found is not None else (t, float(np.interp(i, np.arange(smooth.size), smooth)))
+        )
+
+    tops = [turning_point(p, 1.0) for p in peaks]
+    valleys = [
+        turning_point(p + int(np.argmin(smooth[p : q + 1])), -1.0)
+        for p, q in zip(peaks, peaks[1:], strict=False)
+    ]
+    amplitude = float(np.percentile(smooth[local], 90)) - rest_level
+    edges = [
+        turning_point(_leave_or_return(smooth, peaks[0], -1, rest_level, amplitude), -1.0),
+        *valleys,
+        turning_point(_leave_or_return(smooth, peaks[-1], 1, rest_level, amplitude), -1.0),
+    ]
+    # The set starts where its first rep leaves the start pose and ends where the last comes
+    # back, not at the lowest sample near there.
+    start = (
+        float(grid.times[offset])
+        + _leave_or_return(smooth, peaks[0], -1, rest_level, amplitude) / rate
+    )
+    end = (
+        float(grid.times[offset])
+        + _leave_or_return(smooth, peaks[-1], 1, rest_level, amplitude) / rate
+    )
+    bounds = [start, *(t for t, _ in valleys), end]
+    rom = [max(0.0, top - min(edges[i][1], edges[i + 1][1])) for i, (_, top) in enumerate(tops)]
+    return FoundSet(
+        start,
+        end,
+        [t for t, _ in tops],
+        exercise=part.exercise,
+        exercise_confidence=part.confidence,
+        rep_durations=[max(0.0, b - a) for a, b in zip(bounds, bounds[1:], strict=False)],
+        range_of_motion=rom,
+        dominant_joint=joint,
+    )
+
+
+def _leave_or_return(
+    signal: np.ndarray, peak: int, direction: int, rest: float, amplitude: float
+) -> float:
+    """Where (fractional sample) the rep around `peak` leaves the start pose (direction -1) or
+    comes back to it (+1): the crossing of 15 % of the amplitude above rest, extended along the
+    local slope down to the rest level itself."""
+    level = rest + 0.15 * amplitude
+    i = peak
+    while 0 < i < signal.size - 1 and signal[i] > level:
+        i += direction
+    j = i - direction  # the last sample above the level
+    a, b = float(signal[i]), float(signal[j])
+    crossing = i + (level - a) / (b - a) * (j - i) if b != a else float(i)
+    slope = abs(b - a)  # per sample
+    if slope > 1e-9:
+        crossing += direction * min((level - rest) / slope, abs(peak - crossing))
+    return float(np.clip(crossing, 0, signal.size - 1))
+
+
+def _settle_boundaries(
+    counted: list[FoundSet | None], parts: list[_Part], times: np.ndarray
+) -> list[FoundSet]:
+    """Neighbouring parts of one stretch may both have counted the reps near their boundary: a
+    rep of one that lies beyond its own part, within half a rep of a rep of the other, goes."""
+    kept = [s for s in counted if s is not None]
+    owners = [p for s, p in zip(counted, parts, strict=True) if s is not None]
+    for k in range(len(kept) - 1):
+        a, b = kept[k], kept[k + 1]
+        boundary = float(times[min(owners[k].core.stop, times.size - 1)])
+        spacing = float(np.median(np.diff(a.rep_times + b.rep_times)))
+        while (
+            a.rep_times
+            and a.rep_times[-1] > boundary
+            and b.rep_times
+            and (b.rep_times[0] - a.rep_times[-1] < 0.5 * spacing)
+        ):
+            a = _drop_rep(a, -1)
+        while (
+            b.rep_times
+            and b.rep_times[0] < boundary
+            and a.rep_times
+            and (b.rep_times[0] - a.rep_times[-1] < 0.5 * spacing)
+        ):
+            b = _drop_rep(b, 0)
+        kept[k], kept[k + 1] = a, b
+    return [s for s in kept if s.rep_times]
+
+
+def _drop_rep(s: FoundSet, index: int) -> FoundSet:
+    """The set without its first (index 0) or last (-1) rep; it then starts or ends with the
+    rep next to it."""
+    keep = slice(1, None) if index == 0 else slice(None, -1)
+    duration = s.rep_durations[index] if s.rep_durations else 0.0
+    return replace(
+        s,
+        start=s.start + duration if index == 0 else s.start,
+        end=s.end - duration if index != 0 else s.end,
+        rep_times=s.rep_times[keep],
+        rep_durations=s.rep_durations[keep],
+        range_of_motion=None if s.range_of_motion is None else s.range_of_motion[keep],
+    )
+
+
+def _merge_pauses(sets: list[FoundSet], max_pause: float) -> list[FoundSet]:
+    """Join consecutive sets of the same exercise and tempo separated by a short pause."""
+    out: list[FoundSet] = []
+    for s in sets:
+        if out:
+            prev = out[-1]
+            gap = s.start - prev.end
+            spacing = [float(np.median(np.diff(x.rep_times))) for x in (prev, s)]
+            similar = abs(spacing[0] - spacing[1]) <= 0.35 * max(spacing)
+            if s.exercise == prev.exercise and 0 <= gap <= max_pause and similar:
+                out[-1] = replace(
+                    prev,
+                    end=s.end,
+                    rep_times=prev.rep_times + s.rep_times,
+                    exercise_confidence=min(prev.exercise_confidence, s.exercise_confidence),
+                    rep_durations=prev.rep_durations + s.rep_durations,
+                    range_of_motion=(prev.range_of_motion or []) + (s.range_of_motion or []),
+                )
+                continue
+        out.append(s)
+    return out
+
+
+def find_sets(
+    grid: BodyGrid, options: AnalysisOptions, cancel_event: threading.Event | None = None
+) -> list[FoundSet]:
+    """The sets in a body grid, in time order (see the module docstring).
+
+    Raises:
+        AnalysisCancelled: `cancel_event` was set.
+    """
+    rate = options.sample_fps
+    n = grid.times.size
+    limbs = grid.angles[:, _LIMBS]
+    valid = ~np.isnan(limbs).all(axis=1)
+    if valid.sum() < 3:
+        return []
+    # Missing stretches are bridged, so they neither move nor repeat by themselves.
+    filled = np.stack([_fill(limbs[:, k]) for k in range(limbs.shape[1])], axis=1)
+    filled = np.nan_to_num(filled)
+    # Degrees per second of the fastest limb, smoothed over a second.
+    speed = np.abs(np.gradient(filled, axis=0)).max(axis=1) * rate
+    moving = box_smooth(speed, round(rate)) > _MOVING_SPEED
+    # Scaled so a 30-degree swing weighs 1, whatever the joint.
+    period, strength = local_periodicity(
+        filled / 30.0, rate, options.min_period, options.max_period, cancel_event
+    )
+    active = valid & moving & (strength >= options.periodicity_threshold) & (period > 0)
+    active = close_gaps(active, round(1.0 * rate))
+    stretches = merge_runs(runs(active), period, strength, options.periodicity_threshold)
+    stretches = [
+        (a, b, lag) for a, b, lag in stretches if b - a >= max(round(1.5 * rate), 1.5 * lag)
+    ]
+    sets: list[FoundSet] = []
+    for i, (a, b, lag) in enumerate(stretches):
+        stop_if_cancelled(cancel_event)
+        lower = stretches[i - 1][1] if i else 0
+        upper = stretches[i + 1][0] if i + 1 < len(stretches) else n
+        margin = slice(max(lower, a - int(2 * lag)), min(upper, b + int(2 * lag)))
+        parts = _split_by_exercise(grid.angles, slice(a, b), margin, lag)
+        counted = [_count_part(grid, part, rate, options) for part in parts]
+        sets.extend(_settle_boundaries(counted, parts, grid.times))
+    sets.sort(key=lambda s: s.start)
+    return _merge_pauses(_without_overlap(sets), options.max_pause)
+
+
+def _without_overlap(sets: list[FoundSet]) -> list[FoundSet]:
+    """Sets whose margins overlapped end where the next begins (halfway between their reps)."""
+    out: list[FoundSet] = []
+    for s in sets:
+        if out and s.start < out[-1].end:
+            boundary = (out[-1].rep_times[-1] + s.rep_times[0]) / 2
+            out[-1] = replace(out[-1], end=min(out[-1].end, boundary))
+            s = replace(s, start=max(s.start, boundary))
+        out.append(s)
+    return out
