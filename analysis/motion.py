@@ -16,6 +16,13 @@ import numpy as np
 from analysis.camera import CameraTracker, common_window, shift_image
 from analysis.options import AnalysisOptions
 
+CUT_CHANGE = 0.7
+"""Picture change (1 - correlation of two consecutive coarse frames) from which two samples may
+lie on either side of a cut; `scene_cuts` decides which really do."""
+
+_STEADY_CHANGE = 0.4
+"""Most picture change of the samples right before and after a cut: both shots are steady."""
+
 ENERGY_FLOOR = 0.005
 """Fraction of moving pixels that counts as real motion when scaling scores and intensities, so a
 still video scores near 0 instead of its noise being stretched to 1."""
@@ -85,14 +92,17 @@ class MotionDetector:
         self.shift = (0.0, 0.0)
 
     def process_frame(self, frame: np.ndarray) -> tuple[float, bool, np.ndarray]:
-        """Return (moving fraction, looks like a cut, pose vector) for one frame."""
+        """Return (moving fraction, picture change since the last sample, pose vector).
+
+        The change is 1 minus the correlation of the two coarse frames: about 0 for the same
+        picture, about 1 for unrelated pictures (a cut, or something large sweeping past)."""
         grey: np.ndarray = cv2.cvtColor(downscale(frame, self.size), cv2.COLOR_BGR2GRAY)
         grey = grey.astype(np.float32)
         # Flicker and auto-exposure change the gain of the whole frame; undo it.
         grey *= 128.0 / max(float(grey.mean()), 1.0)
         # Sensor noise is per pixel; a light blur stops it from counting as motion.
         grey = cv2.GaussianBlur(grey, (5, 5), 1.2)
-        energy, cut = 0.0, False
+        energy, change = 0.0, 0.0
         self.prev_shift = self.shift
         if self.reference is None:
             self._anchor(grey)
@@ -119,16 +129,35 @@ class MotionDetector:
             energy = float(moving.mean()) if moving.size else 0.0
             self._moving, self._window = moving, (xs.start, ys.start)
         self.prev_aligned = aligned
-        cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA)
+        # A cut replaces the whole picture: the coarse frames stop correlating. (Counting moving
+        # pixels misses cuts between two low-contrast scenes.) Judged on the frames as filmed:
+        # the camera-compensated ones jump whenever the tracker re-anchors.
+        raw_cells = cv2.resize(grey, self.grid, interpolation=cv2.INTER_AREA)
         if self.prev_cells is not None:
-            # A cut replaces the whole picture: the coarse frames stop correlating. (Counting
-            # moving pixels misses cuts between two low-contrast scenes.)
-            cut = _correlation(cells, self.prev_cells) < 0.3
-        self.prev_cells = cells
+            change = 1.0 - _correlation(raw_cells, self.prev_cells)
+        self.prev_cells = raw_cells
+        cells = cv2.resize(aligned, self.grid, interpolation=cv2.INTER_AREA)
         # Thin limbs sweep through cells abruptly; blurring the grid makes the pose vector a smooth
         # function of the pose, so slightly different timings of one movement stay close.
         cells = cv2.GaussianBlur(cells, (0, 0), self.options.grid_blur).reshape(-1)
-        return energy, cut, cells @ self.projection
+        return energy, change, cells @ self.projection
+
+
+def scene_cuts(change: np.ndarray) -> np.ndarray:
+    """Which samples start a new shot, from each sample's picture change (`process_frame`).
+
+    A cut is an isolated jump: the picture changes completely between two samples and hardly
+    just before and just after (both shots are steady around it). Something large moving past
+    the lens, a fast zoom or a pan change the picture as much, but at every sample in a row, so
+    they are not cuts."""
+    before = np.concatenate([[0.0], change[:-1]])
+    after = np.concatenate([change[1:], [0.0]])
+    neighbours = np.maximum(before, after)
+    return (
+        (change >= CUT_CHANGE)
+        & (neighbours <= _STEADY_CHANGE)
+        & (change >= 2.5 * np.maximum(neighbours, 0.05))
+    )
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:

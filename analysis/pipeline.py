@@ -24,7 +24,7 @@ import numpy as np
 from analysis import pose_workout
 from analysis.errors import VideoTooLong
 from analysis.highlights import ThumbnailKeeper, highlight_windows
-from analysis.motion import MotionDetector
+from analysis.motion import CUT_CHANGE, MotionDetector, scene_cuts
 from analysis.motion_workout import find_sets, periodicity
 from analysis.options import AnalysisOptions
 from analysis.reel import REEL_NAME, write_reel
@@ -84,20 +84,20 @@ class _Features:
         self.count = 0
         self.times = np.zeros(256)
         self.energy = np.zeros(256)
-        self.cut = np.zeros(256, dtype=bool)
+        self.change = np.zeros(256)
         self.pose = np.zeros((256, dims), dtype=np.float32)
 
-    def append(self, seconds: float, energy: float, cut: bool, pose: np.ndarray) -> None:
+    def append(self, seconds: float, energy: float, change: float, pose: np.ndarray) -> None:
         if self.count == self.times.size:
             grow = self.count
             self.times = np.concatenate([self.times, np.zeros(grow)])
             self.energy = np.concatenate([self.energy, np.zeros(grow)])
-            self.cut = np.concatenate([self.cut, np.zeros(grow, dtype=bool)])
+            self.change = np.concatenate([self.change, np.zeros(grow)])
             self.pose = np.concatenate(
                 [self.pose, np.zeros((grow, self.pose.shape[1]), np.float32)]
             )
         i = self.count
-        self.times[i], self.energy[i], self.cut[i], self.pose[i] = seconds, energy, cut, pose
+        self.times[i], self.energy[i], self.change[i], self.pose[i] = seconds, energy, change, pose
         self.count += 1
 
 
@@ -218,10 +218,12 @@ def _analyze(
             stop_if_cancelled(cancel_event)
             seconds = index / fps
             reached = max(reached, position)
-            energy, cut, pose = motion.process_frame(frame)
-            features.append(seconds, energy, cut, pose)
+            energy, change, pose = motion.process_frame(frame)
+            features.append(seconds, energy, change, pose)
             if tracker is not None:
-                if cut:
+                if change >= CUT_CHANGE:
+                    # Perhaps a cut, perhaps something sweeping past: either way whoever was
+                    # followed may be gone, and looking again costs one detection.
                     tracker.cut()
                 box = tracker.box
                 box_motion = motion.moving_fraction_in(box) if box is not None else None
@@ -249,7 +251,8 @@ def _analyze(
     times = features.times[:n]
     grid, energy_u = resample(times, features.energy[:n], options.sample_fps)
     cut_u = np.zeros(grid.size, dtype=bool)
-    cut_u[np.clip(np.searchsorted(grid, times[features.cut[:n]]), 0, grid.size - 1)] = True
+    cuts = scene_cuts(features.change[:n])
+    cut_u[np.clip(np.searchsorted(grid, times[cuts]), 0, grid.size - 1)] = True
     progress.report(progress.ceiling, "Finding sets and highlights")
 
     # Sets are found once: the workout reports them, the highlights prefer them. On the body
