@@ -91,7 +91,7 @@ class MotionDetector:
         self.camera.anchor(grey)
         self.shift = (0.0, 0.0)
 
-    def process_frame(self, frame: np.ndarray) -> tuple[float, bool, np.ndarray]:
+    def process_frame(self, frame: np.ndarray) -> tuple[float, float, np.ndarray]:
         """Return (moving fraction, picture change since the last sample, pose vector).
 
         The change is 1 minus the correlation of the two coarse frames: about 0 for the same
