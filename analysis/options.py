@@ -40,6 +40,10 @@ class AnalysisOptions:
     """Refuse a video longer than this (VideoTooLong), measured while decoding: a container may
     not declare its length, or declare a wrong one. None accepts any length."""
 
+    decoder: str = "pyav"
+    """How frames are decoded: "pyav" (skips H.264's deblocking, a quarter of decoding) or
+    "opencv" (see analysis.video)."""
+
     analysis_width: int = 256
     """Width in pixels of the grey image the motion is measured on (height keeps the aspect)."""
 
@@ -117,6 +121,8 @@ class AnalysisOptions:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
         if not 0 < self.min_period < self.max_period:
             raise ValueError("min_period must be positive and below max_period")
+        if self.decoder not in ("pyav", "opencv"):
+            raise ValueError(f"decoder must be pyav or opencv, got {self.decoder!r}")
         if self.pose_model not in ("lite", "full"):
             raise ValueError(f"pose_model must be lite or full, got {self.pose_model!r}")
         if not 0 < self.pose_max_interval <= 2 or not 0 < self.pose_search_interval <= 10:

@@ -192,7 +192,7 @@ def _analyze(
     want_reel: bool,
     began: float,
 ) -> AnalysisResult:
-    with open_video(video_path) as stream:
+    with open_video(video_path, options.decoder) as stream:
         fps, declared = stream.fps, stream.declared_duration
         if options.max_seconds is not None and declared > options.max_seconds:
             raise VideoTooLong(
@@ -240,7 +240,7 @@ def _analyze(
 
     duration = frames / fps
     check_not_cut_short(declared, max(reached, duration))
-    info = VideoInfo(round(duration, 2), round(fps, 3), width, height, frames)
+    info = VideoInfo(round(duration, 2), round(fps, 3), stream.width, stream.height, frames)
     logger.info(
         "decoded %s frames (container said %s), %s samples",
         frames,
