@@ -202,7 +202,11 @@ class Client:
                         data_lines.append(value)
                     continue
                 if data_lines:
-                    payload = json.loads("\n".join(data_lines))
+                    text = "\n".join(data_lines)
+                    try:
+                        payload: Any = json.loads(text)
+                    except ValueError:
+                        payload = text  # not the status JSON: on_event says what it expected
                     if on_event(event, payload):
                         break
                 event, data_lines = "message", []
