@@ -271,10 +271,11 @@ class Smoke:
     def run(self, folder: Path) -> None:
         """Every flow in order. At the first step that fails, prints its report, cleans up and
         raises SmokeFailure."""
-        short = write_clip(folder / "short.mp4", SHORT_CLIP_SECONDS)
-        long = write_clip(folder / "long.mp4", LONG_CLIP_SECONDS)
         try:
             self.health()
+            # Written after health, so an unreachable deployment fails at once.
+            short = write_clip(folder / "short.mp4", SHORT_CLIP_SECONDS)
+            long = write_clip(folder / "long.mp4", LONG_CLIP_SECONDS)
             self.happy_path(short)
             self.cancellation(long)
             self.error_cases(short, folder)
