@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
+from observability import rejection_reason
 from tests.conftest import API, make_client, upload, wait_for
+from uploads import StorageFull, UploadTooLarge
+from video_service import QueueFull, ServiceError
 
 STATUS_ROUTE = "/api/v1/video/status/{session_id}"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -179,3 +182,21 @@ def test_an_empty_metrics_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("METRICS_TOKEN", " ")
     with pytest.raises(ValueError, match="METRICS_TOKEN is set but empty"):
         Settings()
+
+
+class UploadsStalled(ServiceError):
+    """A refusal the reason table does not name (as a later issue may add)."""
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (UploadTooLarge("too big"), "too_large"),
+        (QueueFull(retry_after=10), "queue_full"),
+        (StorageFull("full"), "disk_full"),
+        (UploadsStalled("stalled"), "uploads_stalled"),
+        (RuntimeError("a bug"), "error"),
+    ],
+)
+def test_each_refusal_has_a_bounded_reason(error: Exception, reason: str) -> None:
+    assert rejection_reason(error) == reason
