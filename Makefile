@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install install-dev run test chromium lint bench clean
+.PHONY: install install-dev run test chromium lint bench smoke clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ $(VENV)/.bench: $(VENV)/.dev requirements-bench.txt
 # `make bench BENCH_ARGS=--quick` for a smoke run (under 2 minutes).
 bench: $(VENV)/.bench
 	$(PY) -m bench $(BENCH_ARGS)
+
+# `make smoke URL=https://your-app.up.railway.app [API_KEY=...]`: the specification's manual flows
+# against a running deployment, one line per step; exits non-zero at the first failure. Needs only
+# the runtime requirements. API_KEY given here reaches it through the environment, not argv.
+smoke: install
+	@test -n "$(URL)" || { echo "usage: make smoke URL=https://... [API_KEY=...]" >&2; exit 2; }
+	$(PY) -m smoke "$(URL)"
 
 clean:
 	rm -rf $(VENV) storage

@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+import logs
 from async_api import (
     UPLOAD_FORM,
     ServiceDep,
@@ -31,6 +32,8 @@ from async_api import (
     router,
 )
 from config import Settings
+from observability import SessionEvents
+from observability import install as install_observability
 from schemas import AnalysisData, AnalysisType, HealthResponse
 from session_manager import SessionManager
 from task_manager import BackgroundTaskManager
@@ -44,11 +47,12 @@ SESSIONS_DB = "sessions.sqlite3"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def configure_logging() -> None:
-    """Logging is configured here and nowhere else."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(settings: Settings) -> None:
+    """Logging is configured here and nowhere else: LOG_FORMAT (text or json) and LOG_LEVEL.
+
+    Called when the app is built, which `uvicorn app:app` does before it logs its first line,
+    so with LOG_FORMAT=json every line of the process is a JSON object, uvicorn's included."""
+    logs.configure(settings.log_format, settings.log_level)
 
 
 async def _sweep_expired(service: VideoService, interval: float) -> None:
@@ -65,17 +69,23 @@ async def _sweep_expired(service: VideoService, interval: float) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; `settings` defaults to the environment's."""
     settings = settings or Settings()
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging()
         sessions = await anyio.to_thread.run_sync(
             SessionManager, Path(settings.storage_dir) / SESSIONS_DB
         )
         tasks = BackgroundTaskManager(
             max_workers=settings.max_workers, initializer=lower_thread_priority
         )
-        service = VideoService(settings, sessions, tasks, f"{API_PREFIX}/video/artifacts")
+        service = VideoService(
+            settings,
+            sessions,
+            tasks,
+            f"{API_PREFIX}/video/artifacts",
+            events=SessionEvents(app.state.metrics),
+        )
         await anyio.to_thread.run_sync(service.start)
         app.state.settings = settings
         app.state.sessions = sessions
@@ -106,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     register_error_handlers(app)
+    install_observability(app)
     app.include_router(router, prefix=API_PREFIX)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, html=True), name="static")
 

@@ -143,11 +143,15 @@ async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
     """Upload a video and queue its analysis."""
     # The body is streamed to disk here rather than parsed by FastAPI, so the size limit holds
     # while the bytes arrive and memory stays flat (see uploads.py).
-    session_id = await service.upload(
-        request.stream(),
-        request.headers.get("content-type"),
-        request.headers.get("content-length"),
-    )
+    try:
+        session_id = await service.upload(
+            request.stream(),
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+        )
+    except Exception as exc:
+        service.events.upload_rejected(exc)
+        raise
     return UploadResponse(
         sessionId=session_id, status=SessionStatus.QUEUED, message="Video uploaded successfully"
     )

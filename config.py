@@ -7,7 +7,7 @@ storage at a temporary folder), so nothing is read at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="When set, /api/v1 and /analyze need this in the X-API-Key header."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'json' writes one JSON object per log line (for Railway's search)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least severe log level written."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, GET /metrics also accepts 'Authorization: Bearer <token>'."
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -40,6 +49,24 @@ class Settings(BaseSettings):
         # A comma-separated list reads better in a Railway variable than a JSON array.
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would look like protection and be none.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("METRICS_TOKEN is set but empty")
         return value
 
     @property

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from logs import session_context
+
 logger = logging.getLogger(__name__)
 
 
@@ -128,7 +130,11 @@ class BackgroundTaskManager:
             else:
                 self._queue[session_id] = None
             self._tasks[session_id] = task
-            task.future = self._executor.submit(self._run, task, fn, args, kwargs)
+            # Run in a context bound to the session, so every log line of the task (the
+            # failure logged below included) carries its id.
+            task.future = self._executor.submit(
+                session_context(session_id).run, self._run, task, fn, args, kwargs
+            )
         return task.future
 
     def _run(self, task: _Task, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:

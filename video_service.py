@@ -28,6 +28,7 @@ import anyio
 from pydantic import ValidationError
 
 from config import Settings
+from observability import SessionEvents
 from railway_video_generator import (
     AnalysisCancelled,
     AnalysisOptions,
@@ -255,6 +256,7 @@ class VideoService:
         sessions: SessionManager,
         tasks: BackgroundTaskManager,
         artifact_url_prefix: str = "/api/v1/video/artifacts",
+        events: SessionEvents | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -263,6 +265,7 @@ class VideoService:
         self.storage = Path(settings.storage_dir).resolve()
         self._artifact_url_prefix = artifact_url_prefix
         self._accepting = True
+        self.events = events or SessionEvents()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -393,6 +396,7 @@ class VideoService:
                 session_id=session_id,
                 work_dir=str(video_path.parent),
             )
+            self.events.upload_accepted(session_id, analysis_type.value, video_path.stat().st_size)
             self._submit(session_id)
         except BaseException:
             self.sessions.delete_session(session_id)
@@ -418,6 +422,7 @@ class VideoService:
         session = self.sessions.get_session(session_id, with_result=False)
         if not started or session is None:
             return  # cancelled or cleaned up before a worker took it
+        run = self.events.analysis_started(session)
 
         def on_progress(percent: int, message: str) -> None:
             # 100 is kept for "completed": the result is not stored yet.
@@ -427,6 +432,7 @@ class VideoService:
                 progress=min(99, max(1, int(percent))),
                 message=message,
             )
+            run.progress(percent)
 
         try:
             result = self.engine.analyze(
@@ -450,6 +456,7 @@ class VideoService:
                     finished_at=time.time(),
                 )
             self._remove_files(session_id)
+            run.ended(self.sessions.get_session(session_id, with_result=False), error=exc)
             raise
         # The artifacts are what the client fetches from now on: the source video goes before
         # the session says "completed", so a completed session never has one on disk.
@@ -466,6 +473,8 @@ class VideoService:
         )
         if not completed:
             self._remove_files(session_id)
+        final = self.sessions.get_session(session_id, with_result=False)
+        run.ended(final, video_seconds=result.video.duration)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -513,6 +522,7 @@ class VideoService:
         )
         if not cancelled:
             raise SessionFinished(self.get(session_id))
+        self.events.cancelled(session_id)
         self.tasks.cancel_task(session_id)
         await anyio.to_thread.run_sync(self._stop_and_remove_files, session_id)
 
@@ -520,13 +530,14 @@ class VideoService:
         """Forget a session: stop its analysis, delete its files, its record and its result."""
         if not await anyio.to_thread.run_sync(self._forget, session_id):
             raise SessionNotFound()
+        self.events.removed(session_id, "cleanup")
 
     def expire(self, now: float | None = None) -> int:
         """Clean up every session older than the TTL; returns how many. Runs off the loop."""
         expired = self.sessions.expired(now or time.time(), self.settings.session_ttl_seconds)
         for session_id in expired:
             if self._forget(session_id):
-                logger.info("session %s expired", session_id)
+                self.events.removed(session_id, "expired")
         return len(expired)
 
     def _forget(self, session_id: str) -> bool:

@@ -23,9 +23,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(port: int, env: dict[str, str], log: IO[bytes], *extra: str) -> subprocess.Popen[bytes]:
-    """Start `uvicorn app:app` on 127.0.0.1:`port` as `make run` and the Procfile do."""
-    command = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1"]
+def launch(
+    port: int, env: dict[str, str], log: IO[bytes], *extra: str, app: str = "app:app"
+) -> subprocess.Popen[bytes]:
+    """Start `uvicorn app:app` (or another `app`) on 127.0.0.1:`port` as `make run` and the
+    Procfile do."""
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
     # As in the Procfile: open event streams must not hold a shutdown forever.
     command += ["--port", str(port), "--timeout-graceful-shutdown", "5", *extra]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -50,11 +53,12 @@ def wait_healthy(
 
 
 class Server:
-    """A uvicorn process serving `app:app`; `start`, `kill`, `terminate`, `url`."""
+    """A uvicorn process serving `app:app` (or `app`); `start`, `kill`, `terminate`, `url`."""
 
-    def __init__(self, storage: Path, log: Path, **env: str) -> None:
+    def __init__(self, storage: Path, log: Path, app: str = "app:app", **env: str) -> None:
         self.storage = storage
         self.log = log
+        self.app = app
         self.env = {**os.environ, "STORAGE_DIR": str(storage), **env}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,7 +69,7 @@ class Server:
 
     def start(self, timeout: float = 30) -> Server:
         with open(self.log, "ab") as log:
-            self.process = launch(self.port, self.env, log)
+            self.process = launch(self.port, self.env, log, app=self.app)
         wait_healthy(self.process, self.url, timeout, lambda: self.log.read_text()[-2000:])
         return self
 
