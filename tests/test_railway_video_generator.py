@@ -88,6 +88,26 @@ def test_cancelling_stops_the_analysis_quickly(tmp_path: Path) -> None:
     assert time.perf_counter() - stopped_at[0] < 0.5
 
 
+@pytest.mark.parametrize("stage", ["Finding sets and highlights", "Writing highlight reel"])
+def test_cancelling_after_the_pass_stops_the_analysis_quickly(tmp_path: Path, stage: str) -> None:
+    path = make_video(tmp_path / "clip.mp4", seconds=20.0, fps=30.0, period=1.0)
+    cancel = threading.Event()
+    stopped_at: list[float] = []
+
+    def progress(percent: int, message: str) -> None:
+        if message == stage and not cancel.is_set():
+            cancel.set()
+            stopped_at.append(time.perf_counter())
+
+    options = AnalysisOptions(reel=True, sample_fps=30.0)
+    with pytest.raises(AnalysisCancelled):
+        RailwayVideoGenerator(options).analyze(
+            path, "full", progress, cancel_event=cancel, output_dir=tmp_path
+        )
+    assert stopped_at, f"the analysis never reached '{stage}'"
+    assert time.perf_counter() - stopped_at[0] < 1.0
+
+
 def test_highlights_come_with_thumbnails_in_the_output_dir(tmp_path: Path) -> None:
     path = make_video(tmp_path / "clip.mp4", seconds=12.0, motion="random")
     result = RailwayVideoGenerator().generate_highlights(path, output_dir=tmp_path)
