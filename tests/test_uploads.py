@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from config import Settings
 from tests.conftest import API, make_client, stored_files, upload
 from tests.raw_http import chunked, exchange, multipart, request_head
-from tests.server import Server
+from tests.server import Server, wait_until
 from tests.synthetic import make_video
 
 MiB = 1024 * 1024
@@ -39,13 +39,6 @@ def leftovers(storage: Path) -> list[Path]:
 
 def session_folders(storage: Path) -> list[Path]:
     return [p for p in storage.iterdir() if p.is_dir()]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.05)
 
 
 def zeros(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
