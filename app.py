@@ -24,18 +24,22 @@ from fastapi.staticfiles import StaticFiles
 import logs
 from async_api import (
     UPLOAD_FORM,
+    PrivateCacheMiddleware,
     ServiceDep,
     _errors,
     multipart_body,
     register_error_handlers,
     require_api_key,
     router,
+    signed_router,
+    wait_for_disconnect,
 )
 from config import Settings
 from observability import SessionEvents
 from observability import install as install_observability
 from schemas import AnalysisData, AnalysisType, HealthResponse
 from session_manager import SessionManager
+from signing import UrlSigner
 from task_manager import BackgroundTaskManager
 from video_service import VideoService, lower_thread_priority
 
@@ -108,16 +112,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "its sets and repetitions with timestamps.",
         lifespan=lifespan,
     )
+    # Built from the settings alone; the routes that sign or check URLs read it here.
+    app.state.signer = UrlSigner.from_settings(settings)
+    if settings.api_key is not None:
+        app.add_middleware(PrivateCacheMiddleware, prefixes=(API_PREFIX, "/analyze"))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            # A cross-origin page could not read a 429's Retry-After otherwise.
+            expose_headers=["Retry-After"],
         )
     register_error_handlers(app)
     install_observability(app)
     app.include_router(router, prefix=API_PREFIX)
+    app.include_router(signed_router, prefix=API_PREFIX)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, html=True), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -141,7 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sync_route: dict[str, Any] = {
         "response_model": AnalysisData,
         "response_model_exclude_unset": True,
-        "responses": _errors(401, 400, 413, 415, 422, 429, 503, 507),
+        "responses": _errors(401, 400, 408, 413, 415, 422, 429, 503, 507),
         "openapi_extra": multipart_body({**UPLOAD_FORM, "properties": form}),
         "dependencies": [Depends(require_api_key)],
         "tags": ["synchronous"],
@@ -155,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request.headers.get("content-type"),
             AnalysisType.HIGHLIGHTS,
             request.headers.get("content-length"),
+            client_gone=lambda: wait_for_disconnect(request),
         )
 
     @app.post("/analyze/workout", **sync_route)
@@ -165,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request.headers.get("content-type"),
             AnalysisType.WORKOUT,
             request.headers.get("content-length"),
+            client_gone=lambda: wait_for_disconnect(request),
         )
 
     return app

@@ -4,6 +4,11 @@ artifacts. Handlers are thin: they call `VideoService` and shape its answers int
 This module is also the one place where domain errors become HTTP answers
 (`register_error_handlers`), so every error is `{"detail": "..."}` with the right status and never
 shows a path, a stack trace or an exception's internals.
+
+Access: when API_KEY is set, every route needs the X-API-Key header, except that the artifacts and
+the event stream also open with a signed URL (`signing.py`), which is what the API hands out for
+them, since `<img>`, `<video>` and `EventSource` cannot send a header. Every answer under the key
+is `Cache-Control: private`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import mimetypes
 from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from schemas import (
     AnalysisType,
@@ -32,9 +40,11 @@ from schemas import (
     UploadResponse,
 )
 from session_manager import SessionStatus
-from uploads import MalformedUpload, StorageFull, UploadError, UploadTooLarge
+from signing import EVENTS, SignatureError, UrlSigner
+from uploads import MalformedUpload, StorageFull, UploadError, UploadStalled, UploadTooLarge
 from video_service import (
     ArtifactNotFound,
+    ClientGone,
     InvalidUpload,
     QueueFull,
     ServiceError,
@@ -42,6 +52,7 @@ from video_service import (
     SessionNotFound,
     SessionNotReady,
     ShuttingDown,
+    TooManyUploads,
     UnsupportedMediaType,
     VideoService,
 )
@@ -61,19 +72,90 @@ async def get_service(request: Request) -> VideoService:
 
 ServiceDep = Annotated[VideoService, Depends(get_service)]
 
+
+async def get_signer(request: Request) -> UrlSigner | None:
+    return request.app.state.signer
+
+
+SignerDep = Annotated[UrlSigner | None, Depends(get_signer)]
+
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def _key_matches(request: Request, api_key: str | None) -> bool:
+    """True when API_KEY is not set, or the header matches it (compared in constant time)."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return True
+    given = (api_key or "").encode()
+    return hmac.compare_digest(given, expected.get_secret_value().encode())
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or missing API key")
 
 
 async def require_api_key(
     request: Request, api_key: Annotated[str | None, Depends(_api_key_header)]
 ) -> None:
     """When API_KEY is set, the X-API-Key header must match it (compared in constant time)."""
-    expected = request.app.state.settings.api_key
-    if expected is None:
+    if not _key_matches(request, api_key):
+        raise _unauthorized()
+
+
+async def require_api_key_or_signature(
+    request: Request,
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    signer: SignerDep,
+    expires: Annotated[
+        str | None,
+        Query(description="Unix time a signed URL expires (only when API_KEY is set)."),
+    ] = None,
+    token: Annotated[
+        str | None, Query(description="The signature of a signed URL (only when API_KEY is set).")
+    ] = None,
+) -> None:
+    """The X-API-Key header, or the `expires` and `token` of a URL the API signed for this
+    session and name (a wrong or expired one is a 403)."""
+    if _key_matches(request, api_key):
         return
-    given = (api_key or "").encode()
-    if not hmac.compare_digest(given, expected.get_secret_value().encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Invalid or missing API key")
+    if signer is None or (expires is None and token is None):
+        raise _unauthorized()
+    name = request.path_params.get("name", EVENTS)
+    signer.verify(request.path_params["session_id"], name, expires, token)
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Return once the client has gone. Call it only after the body has been read: from then
+    on the server has nothing else to tell the application."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class PrivateCacheMiddleware:
+    """Marks every answer under `prefixes` `Cache-Control: private` (added in front of what a
+    route says), so that no shared cache keeps what needed a key."""
+
+    def __init__(self, app: ASGIApp, prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_private(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                current = headers.get("cache-control")
+                if current is None:
+                    headers["Cache-Control"] = "private"
+                elif "private" not in current and "no-store" not in current:
+                    headers["Cache-Control"] = f"private, {current}"
+            await send(message)
+
+        await self.app(scope, receive, send_private)
 
 
 # -- OpenAPI details ----------------------------------------------------------------------------
@@ -83,14 +165,17 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad request",
         401: "Missing or wrong X-API-Key (only when API_KEY is set)",
+        403: "A signed URL that has expired or was altered (only when API_KEY is set)",
         404: "Session not found",
+        408: "The upload sent nothing for UPLOAD_IDLE_SECONDS",
         409: "The session has already ended",
         413: "File larger than MAX_UPLOAD_MB",
         415: "Not a video format we accept",
         422: "Unreadable video, bad analysis_type or params",
-        429: "Too many videos waiting; see Retry-After",
+        429: "Too many videos waiting, or MAX_CONCURRENT_UPLOADS uploads under way; "
+        "see Retry-After",
         503: "Shutting down",
-        507: "Out of disk space",
+        507: "Not enough disk space (DISK_RESERVE_MB is kept free)",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
@@ -129,17 +214,22 @@ def multipart_body(schema: dict[str, Any]) -> dict[str, Any]:
 # -- routes -------------------------------------------------------------------------------------
 
 router = APIRouter(prefix="/video", tags=["video"], dependencies=[Depends(require_api_key)])
+# The routes a browser reaches through plain URLs (`<img>`, `<video>`, EventSource).
+signed_router = APIRouter(
+    prefix="/video", tags=["video"], dependencies=[Depends(require_api_key_or_signature)]
+)
 _AUTH = (401,)
+_SIGNED_AUTH = (401, 403)
 
 
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadResponse,
-    responses=_errors(*_AUTH, 400, 413, 415, 422, 429, 503, 507),
+    responses=_errors(*_AUTH, 400, 408, 413, 415, 422, 429, 503, 507),
     openapi_extra=multipart_body(UPLOAD_FORM),
 )
-async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
+async def upload_video(request: Request, service: ServiceDep, signer: SignerDep) -> UploadResponse:
     """Upload a video and queue its analysis."""
     # The body is streamed to disk here rather than parsed by FastAPI, so the size limit holds
     # while the bytes arrive and memory stays flat (see uploads.py).
@@ -152,8 +242,14 @@ async def upload_video(request: Request, service: ServiceDep) -> UploadResponse:
     except Exception as exc:
         service.events.upload_rejected(exc)
         raise
+    events_url = str(request.app.url_path_for("stream_events", session_id=session_id))
+    if signer is not None:
+        events_url = signer.sign(events_url, session_id, EVENTS)
     return UploadResponse(
-        sessionId=session_id, status=SessionStatus.QUEUED, message="Video uploaded successfully"
+        sessionId=session_id,
+        status=SessionStatus.QUEUED,
+        message="Video uploaded successfully",
+        eventsUrl=events_url,
     )
 
 
@@ -222,7 +318,7 @@ async def _existing_session(session_id: str, service: ServiceDep) -> str:
     return session_id
 
 
-@router.get(
+@signed_router.get(
     "/events/{session_id}",
     response_class=EventSourceResponse,
     response_model_exclude_none=True,
@@ -231,7 +327,7 @@ async def _existing_session(session_id: str, service: ServiceDep) -> str:
             "description": "A stream of status events, ending after a terminal status",
             "content": {"text/event-stream": {"example": _EVENTS_EXAMPLE}},
         },
-        **_json_errors(*_AUTH, 404),
+        **_json_errors(*_SIGNED_AUTH, 404),
     },
 )
 async def stream_events(
@@ -280,10 +376,26 @@ async def stream_events(
     response_model_exclude_unset=True,
     responses=_errors(*_AUTH, 400, 404),
 )
-async def get_results(session_id: str, service: ServiceDep) -> dict[str, Any]:
+async def get_results(session_id: str, service: ServiceDep, signer: SignerDep) -> dict[str, Any]:
     """Get the analysis results of a completed session."""
     session = service.results(session_id)
-    return {"sessionId": session.id, "status": session.status.value, "data": session.result}
+    data = session.result  # a copy: signing its URLs changes nothing stored
+    if signer is not None and data is not None:
+        _sign_artifact_urls(data, signer, session.id)
+    return {"sessionId": session.id, "status": session.status.value, "data": data}
+
+
+def _sign_artifact_urls(data: dict[str, Any], signer: UrlSigner, session_id: str) -> None:
+    """Sign, in place, the artifact URLs of a result: stored results keep plain URLs, and each
+    answer gets a fresh expiry."""
+
+    def sign(url: str | None) -> str | None:
+        return signer.sign(url, session_id, url.rsplit("/", 1)[-1]) if url else url
+
+    for highlight in data.get("highlights") or ():
+        highlight["thumbnail_url"] = sign(highlight.get("thumbnail_url"))
+    if "reel_url" in data:
+        data["reel_url"] = sign(data["reel_url"])
 
 
 @router.post(
@@ -308,7 +420,7 @@ async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
     return Message(message="Session cleaned up successfully")
 
 
-@router.get(
+@signed_router.get(
     "/artifacts/{session_id}/{name}",
     response_class=FileResponse,
     responses={
@@ -316,14 +428,15 @@ async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
             "content": {"image/jpeg": {}, "video/mp4": {}},
             "description": "A thumbnail (JPEG) or the highlight reel (MP4)",
         },
-        **_errors(*_AUTH, 404),
+        **_errors(*_SIGNED_AUTH, 404),
     },
 )
 def get_artifact(session_id: str, name: str, service: ServiceDep) -> FileResponse:
     """Download a thumbnail or the highlight reel of a session."""
     path = service.artifact_path(session_id, name)
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    # Artifacts never change once written: let the browser keep them.
+    # Artifacts never change once written: let the browser keep them (privately, under a key:
+    # PrivateCacheMiddleware).
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
 
@@ -334,14 +447,22 @@ _STATUS_OF: dict[type[Exception], int] = {
     ArtifactNotFound: 404,
     SessionNotReady: 400,
     SessionFinished: 409,
+    SignatureError: 403,
+    UploadStalled: 408,
     UploadTooLarge: 413,
     UnsupportedMediaType: 415,
     InvalidUpload: 422,
     MalformedUpload: 422,
     QueueFull: 429,
+    TooManyUploads: 429,
     ShuttingDown: 503,
     StorageFull: 507,
+    ClientGone: 400,  # nobody receives it: the client has gone
 }
+
+# Errors that may be raised before the whole body is read: answering them leaves the rest
+# unread, so the connection cannot carry another request (and must not drain a huge body).
+_BODY_UNREAD = (UploadError, TooManyUploads, QueueFull, ShuttingDown, UnsupportedMediaType)
 
 
 def _status_for(exc: Exception) -> int:
@@ -354,10 +475,9 @@ def _status_for(exc: Exception) -> int:
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     code = _status_for(exc)
     headers = {}
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, (QueueFull, TooManyUploads)):
         headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, (UploadTooLarge, MalformedUpload)):
-        # The rest of the body is not read: the connection cannot be reused.
+    if isinstance(exc, _BODY_UNREAD):
         headers["Connection"] = "close"
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
@@ -382,6 +502,7 @@ def register_error_handlers(app: FastAPI) -> None:
     """Map every domain error to its HTTP status on `app`."""
     app.add_exception_handler(ServiceError, _domain_error)
     app.add_exception_handler(UploadError, _domain_error)
+    app.add_exception_handler(SignatureError, _domain_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -42,6 +42,39 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="When set, GET /metrics also accepts 'Authorization: Bearer <token>'."
     )
+    max_concurrent_uploads: int = Field(
+        8, ge=1, le=1000, description="Request bodies received at once (uploads and /analyze)."
+    )
+    upload_idle_seconds: float = Field(
+        30.0, gt=0, le=3600, description="An upload that sends nothing for this long is cut off."
+    )
+    disk_reserve_mb: int = Field(
+        256,
+        ge=0,
+        le=100_000_000,
+        description="Free space, MiB, that uploads never use: room for the session database "
+        "and the thumbnails and reels of the analyses under way.",
+    )
+    max_video_minutes: float = Field(
+        90.0, gt=0, le=24 * 60, description="Longest video accepted, by its container's duration."
+    )
+    url_signing_secret: SecretStr | None = Field(
+        None,
+        description="Key of the signed artifact and event-stream URLs (only with API_KEY); "
+        "derived from API_KEY when unset, so replicas sharing the key agree.",
+    )
+    signed_url_seconds: int = Field(
+        3600, ge=10, le=7 * 86_400, description="How long a signed URL stays valid."
+    )
+
+    @field_validator("api_key", "url_signing_secret")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # An empty variable is a mistake, not a way to turn the check off: unset it for that.
+        if value is not None and not value.get_secret_value().strip():
+            name = (info.field_name or "").upper()
+            raise ValueError(f"{name} is set but empty: give it a value, or unset it")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -76,3 +109,7 @@ class Settings(BaseSettings):
     @property
     def session_ttl_seconds(self) -> float:
         return self.session_ttl_hours * 3600.0
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        return self.disk_reserve_mb * 1024 * 1024

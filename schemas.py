@@ -58,6 +58,10 @@ class UploadResponse(BaseModel):
     sessionId: str
     status: SessionStatus
     message: str
+    eventsUrl: str = Field(
+        description="The session's event stream; signed (expires, token) when API_KEY is set, "
+        "so that an EventSource, which cannot send X-API-Key, can open it."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -66,6 +70,7 @@ class UploadResponse(BaseModel):
                     "sessionId": "2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
                     "status": "queued",
                     "message": "Video uploaded successfully",
+                    "eventsUrl": "/api/v1/video/events/2f0c6d1e-8a53-4b9e-9d55-0c1f3f0b7a11",
                 }
             ]
         }

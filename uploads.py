@@ -5,6 +5,10 @@ size limit checked there comes after the bytes are on disk. Here the body is par
 arrives: the file part goes to the destination path in 4 MiB writes made off the event loop, the
 size limit stops it the moment it is passed, and the first bytes are shown to a check (is this a
 video container?) before the rest is read. Memory stays flat for a body of any size.
+
+A client cannot hold or fill the server with a body either: one that stalls is cut off, one that
+ends without its closing boundary is refused, bytes after the closing boundary are read only up to
+a small bound, and writes stop before the disk's free space falls below a reserve.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ _FLUSH_BYTES = 4 * 1024 * 1024
 _HEAD_BYTES = 512
 _MAX_FIELDS = 16
 _MAX_FIELD_BYTES = 64 * 1024
+# RFC 2046 allows an epilogue after the closing boundary (browsers and curl send a CRLF at most).
+# Reading on without a bound would stream any amount of data past the size limit.
+_EPILOGUE_BYTES = 16 * 1024
 
 
 class UploadError(Exception):
@@ -44,7 +51,11 @@ class UploadTooLarge(UploadError):
 
 
 class StorageFull(UploadError):
-    """The disk filled up while the file was written."""
+    """The disk is full, or would fall below the free space kept in reserve."""
+
+
+class UploadStalled(UploadError):
+    """Nothing arrived for the idle time: the client stalled or vanished without closing."""
 
 
 @dataclass
@@ -66,6 +77,8 @@ async def receive_upload(
     max_bytes: int,
     file_field: str = "video",
     check_head: Callable[[bytes], None] | None = None,
+    idle_seconds: float | None = None,
+    reserve_bytes: int | None = None,
 ) -> ReceivedUpload:
     """Parse a multipart body from `stream`, writing its one file part to `dest`.
 
@@ -77,18 +90,23 @@ async def receive_upload(
         file_field: the form field that must hold the file.
         check_head: called once with the file's first bytes (up to 512); raising there stops
             the upload before the rest is read.
+        idle_seconds: the longest wait for the next chunk of the body (None: no limit).
+        reserve_bytes: free space on `dest`'s file system that the file must leave (None: no
+            check beyond the disk really filling up).
 
     Returns:
         The received upload.
 
     Raises:
-        MalformedUpload: not multipart, no boundary, broken body, no file in `file_field`, more
-            than one file, or too many / too large plain fields.
+        MalformedUpload: not multipart, no boundary, broken body, a body that ends before its
+            closing boundary or goes on too long after it, no file in `file_field`, more than
+            one file, or too many / too large plain fields.
         UploadTooLarge: the file passed `max_bytes`.
-        StorageFull: the disk is full.
+        StorageFull: the disk is full, or writing on would leave less than `reserve_bytes`.
+        UploadStalled: nothing arrived for `idle_seconds`.
         Whatever `check_head` raises.
     """
-    receiver = _Receiver(dest, max_bytes, file_field, check_head)
+    receiver = _Receiver(dest, max_bytes, file_field, check_head, idle_seconds, reserve_bytes)
     try:
         await receiver.run(stream, content_type)
     except BaseException:
@@ -111,11 +129,15 @@ class _Receiver:
         max_bytes: int,
         file_field: str,
         check_head: Callable[[bytes], None] | None,
+        idle_seconds: float | None = None,
+        reserve_bytes: int | None = None,
     ) -> None:
         self.dest = dest
         self.max_bytes = max_bytes
         self.file_field = file_field
         self.check_head = check_head
+        self.idle_seconds = idle_seconds
+        self.reserve_bytes = reserve_bytes
         self.upload: ReceivedUpload | None = None
         self.fields: dict[str, str] = {}
         self._file: BinaryIO | None = None
@@ -128,6 +150,7 @@ class _Receiver:
         self._field_name = ""
         self._field_data = bytearray()
         self._parts = 0
+        self._ended = False  # the closing boundary has been seen
 
     async def run(self, stream: AsyncIterator[bytes], content_type: str | None) -> None:
         mime, options = parse_options_header(content_type or "")
@@ -146,19 +169,49 @@ class _Receiver:
                 "on_headers_finished": self._on_headers_finished,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
             },
             # Our own limit (_on_header_value) comes first and says what is wrong; the
             # parser's default (4 KiB) would refuse a long but harmless file name.
             max_header_size=2 * _MAX_FIELD_BYTES,
         )
+        chunks = aiter(stream)
+        epilogue = 0
         try:
-            async for chunk in stream:
+            while (chunk := await self._next_chunk(chunks)) is not None:
+                if self._ended:
+                    # The parser would skip these bytes, but each one is still read off the
+                    # network and counted against nothing: stop after a few.
+                    epilogue += len(chunk)
+                    if epilogue > _EPILOGUE_BYTES:
+                        raise MalformedUpload(
+                            "Unexpected data after the end of the multipart/form-data body"
+                        )
+                    continue
                 parser.write(chunk)
                 await self._drain()
-            parser.finalize()
         except FormParserError as exc:
             raise MalformedUpload("Invalid multipart/form-data body") from exc
+        if not self._ended:
+            # python-multipart's finalize() does not check this (a TODO there): without the
+            # check, a body cut short would be taken for a whole, shorter file.
+            raise MalformedUpload(
+                "The multipart/form-data body ended before its closing boundary: "
+                "the upload is incomplete"
+            )
         await self._drain(final=True)
+
+    async def _next_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The body's next chunk, None at its end; UploadStalled after `idle_seconds` of nothing."""
+        try:
+            with anyio.fail_after(self.idle_seconds):
+                return await anext(chunks)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise UploadStalled(
+                f"The upload stalled: nothing arrived for {self.idle_seconds:g} seconds"
+            ) from None
 
     # Parser callbacks: plain, synchronous and cheap; the file I/O happens in _drain.
     def _on_part_begin(self) -> None:
@@ -214,6 +267,9 @@ class _Receiver:
         # A memoryview appends without first copying the slice: 20 MB is copied once, not twice.
         self._buffer += memoryview(data)[start:end]
 
+    def _on_end(self) -> None:
+        self._ended = True
+
     def _on_part_end(self) -> None:
         if not self._in_file:
             if self._field_name in self.fields:
@@ -237,6 +293,11 @@ class _Receiver:
             await anyio.to_thread.run_sync(self._write, b"")  # an empty file is still a file
 
     def _write(self, data: bytes | bytearray) -> None:
+        if self.reserve_bytes is not None:
+            # Checked before each 4 MiB write: the reserve holds while the disk fills up from
+            # other uploads and analyses too, not only at the start.
+            if free_bytes(self.dest.parent) - len(data) < self.reserve_bytes:
+                raise StorageFull("Not enough disk space to store the video")
         try:
             if self._file is None:
                 self._file = open(self.dest, "xb")  # noqa: SIM115 - closed in close()
@@ -251,6 +312,12 @@ class _Receiver:
         if self._file is not None:
             file, self._file = self._file, None
             await anyio.to_thread.run_sync(_close_quietly, file)
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged process may still write on `folder`'s file system."""
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _close_quietly(file: object) -> None:

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from railway_video_generator import (
 from schemas import AnalysisData, AnalysisParams, AnalysisType
 from session_manager import Session, SessionManager, SessionStatus
 from task_manager import BackgroundTaskManager
-from uploads import UploadTooLarge, receive_upload
+from uploads import StorageFull, UploadTooLarge, free_bytes, receive_upload
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ _UPLOAD_NAME = "upload.part"
 _FORM_OVERHEAD = 1024 * 1024
 # What a 429 suggests: about the time a short clip takes to analyse.
 _RETRY_AFTER_SECONDS = 10
+# What a 429 for too many bodies at once suggests: uploads come and go faster than analyses.
+_UPLOAD_RETRY_AFTER_SECONDS = 5
 # Analysis threads run at a lower CPU priority than the event loop, so that with every core busy
 # decoding, a request still gets a CPU at once. Linux only: there a thread id names one thread.
 _ANALYSIS_NICE = 10
@@ -91,6 +94,14 @@ class QueueFull(ServiceError):
         self.retry_after = retry_after
 
 
+class TooManyUploads(ServiceError):
+    """MAX_CONCURRENT_UPLOADS bodies are being received already."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many uploads are in progress; try again shortly")
+        self.retry_after = retry_after
+
+
 class UnsupportedMediaType(ServiceError):
     def __init__(self) -> None:
         super().__init__(
@@ -101,6 +112,23 @@ class UnsupportedMediaType(ServiceError):
 
 class InvalidUpload(ServiceError):
     """The form or its video cannot be used (422)."""
+
+
+class VideoTooLong(InvalidUpload):
+    """The container says the video is longer than MAX_VIDEO_MINUTES (422)."""
+
+    def __init__(self, seconds: float, limit_minutes: float) -> None:
+        super().__init__(
+            f"The video is too long: {seconds / 60:.1f} minutes; the limit is "
+            f"{limit_minutes:g} minutes"
+        )
+
+
+class ClientGone(ServiceError):
+    """The client of a synchronous analysis went away; nobody reads this answer."""
+
+    def __init__(self) -> None:
+        super().__init__("The client went away before the analysis finished")
 
 
 class ArtifactNotFound(ServiceError):
@@ -266,6 +294,9 @@ class VideoService:
         self._artifact_url_prefix = artifact_url_prefix
         self._accepting = True
         self.events = events or SessionEvents()
+        # Bodies being received now. Only the event loop touches it (receive_video), so it
+        # needs no lock.
+        self._receiving = 0
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -344,13 +375,32 @@ class VideoService:
             (the new session id, the stored video's path, the analysis type, the params).
 
         Raises:
-            UploadError: see `uploads.receive_upload` (malformed, too large, disk full).
+            UploadError: see `uploads.receive_upload` (malformed, too large, disk full or
+                below its reserve, stalled); StorageFull also before a byte is read when the
+                declared size would not fit.
+            TooManyUploads: MAX_CONCURRENT_UPLOADS bodies are being received already.
             UnsupportedMediaType: the bytes are not a video container.
             InvalidUpload: empty file, bad form fields, or a video that does not decode.
+            VideoTooLong: the video is longer than MAX_VIDEO_MINUTES.
         """
-        if _declared_size(content_length) > self.settings.max_upload_bytes + _FORM_OVERHEAD:
-            # Said up front: refuse before reading a byte.
+        declared = _declared_size(content_length)
+        # Each refusal here comes before a byte of the body is read.
+        if declared > self.settings.max_upload_bytes + _FORM_OVERHEAD:
             raise UploadTooLarge(f"File too large: the limit is {self.settings.max_upload_mb} MB")
+        if self._receiving >= self.settings.max_concurrent_uploads:
+            raise TooManyUploads(retry_after=_UPLOAD_RETRY_AFTER_SECONDS)
+        # One statvfs: a metadata call as cheap as a stat, made on the loop to spare a hop.
+        if free_bytes(self.storage) - declared < self.settings.disk_reserve_bytes:
+            raise StorageFull("Not enough disk space to store the video")
+        self._receiving += 1
+        try:
+            return await self._receive_video(stream, content_type)
+        finally:
+            self._receiving -= 1
+
+    async def _receive_video(
+        self, stream: AsyncIterator[bytes], content_type: str | None
+    ) -> tuple[str, Path, AnalysisType, AnalysisParams]:
         session_id = str(uuid.uuid4())
         folder = self.storage / session_id
         await anyio.to_thread.run_sync(folder.mkdir, 0o700, True)
@@ -361,16 +411,22 @@ class VideoService:
                 folder / _UPLOAD_NAME,
                 max_bytes=self.settings.max_upload_bytes,
                 check_head=_check_head,
+                idle_seconds=self.settings.upload_idle_seconds,
+                reserve_bytes=self.settings.disk_reserve_bytes,
             )
             analysis_type, params = parse_form(upload.fields)
             video_path = folder / f"video{sniff_container(upload.head)}"
             await anyio.to_thread.run_sync(os.replace, upload.path, video_path)
             try:
-                await anyio.to_thread.run_sync(probe_video, video_path)
+                info = await anyio.to_thread.run_sync(probe_video, video_path)
             except InvalidVideo as exc:
                 raise InvalidUpload(
                     f"The file is not a readable video: {_public_error(exc)}"
                 ) from None
+            # The container's duration; one that does not know it says 0, and then only the
+            # analysis itself could stop at the limit (the engine has no such option yet).
+            if info.duration > self.settings.max_video_minutes * 60:
+                raise VideoTooLong(info.duration, self.settings.max_video_minutes)
         except BaseException:
             await anyio.to_thread.run_sync(self._remove_folder, folder)
             raise
@@ -441,7 +497,7 @@ class VideoService:
                 on_progress,
                 cancel_event=cancel_event,
                 output_dir=session.work_dir,
-                options=AnalysisOptions(**session.params),
+                options=self._options(session.params),
             )
             data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
         except BaseException as exc:
@@ -571,8 +627,17 @@ class VideoService:
         content_type: str | None,
         analysis_type: AnalysisType,
         content_length: str | None = None,
+        client_gone: Callable[[], Awaitable[object]] | None = None,
     ) -> dict[str, Any]:
-        """Receive a video, analyse it in the pool, return the data and keep nothing."""
+        """Receive a video, analyse it in the pool, return the data and keep nothing.
+
+        The analysis is a task of the pool like any other: counted, queued, and stopped through
+        the task manager. It is cancelled when `client_gone` returns before it ends, since
+        nobody would read its answer.
+
+        Raises:
+            As `receive_video`; InvalidUpload for a video that breaks mid-analysis; ClientGone.
+        """
         self.check_capacity()
         session_id, video_path, _, params = await self.receive_video(
             stream, content_type, content_length
@@ -585,20 +650,66 @@ class VideoService:
                 str(video_path),
                 analysis_type.value,
                 cancel_event=event,
-                options=AnalysisOptions(**params.model_dump()),
+                options=self._options(params.model_dump()),
             )
             future = self.tasks.submit_task(task_id, work, cancel_event=event)
+            if not await _done_or_gone(future, client_gone):
+                logger.info("synchronous analysis %s stopped: the client went away", task_id)
+                raise ClientGone()
             try:
-                result = await asyncio.wrap_future(future)
+                result = future.result()
             except (InvalidVideo, VideoDecodeError) as exc:
                 raise InvalidUpload(
                     f"The video could not be analysed: {_public_error(exc)}"
                 ) from None
             return build_data(result, None)
         finally:
-            event.set()  # a client that went away stops the work
-            await anyio.to_thread.run_sync(self._remove_folder, video_path.parent)
-            self.tasks.forget(task_id)
+            # Drops it from the queue or stops it running (a no-op once it has finished).
+            self.tasks.cancel_task(task_id)
+            await anyio.to_thread.run_sync(self._stop_and_forget_now, task_id, video_path.parent)
+
+    def _options(self, params: dict[str, Any]) -> AnalysisOptions:
+        """The engine's options for a session's params: the limit on length holds in the
+        analysis too, for containers that do not declare their length (or lie about it)."""
+        return AnalysisOptions(**params, max_seconds=self.settings.max_video_minutes * 60)
+
+    def _stop_and_forget_now(self, task_id: str, folder: Path) -> None:
+        if not self.tasks.wait(task_id, timeout=_STOP_WAIT_SECONDS):
+            logger.warning("task %s did not stop in %.1fs", task_id, _STOP_WAIT_SECONDS)
+        self._remove_folder(folder)
+        self.tasks.forget(task_id)
+
+
+async def _done_or_gone(
+    future: Future[Any], client_gone: Callable[[], Awaitable[object]] | None
+) -> bool:
+    """Wait until `future` is done (True) or `client_gone` returns first (False).
+
+    `future` itself is never cancelled from here, as `asyncio.wrap_future` would on
+    cancellation: a queued task cancelled behind the task manager's back stayed counted as
+    queued for ever. Stopping it is the caller's business, through the task manager.
+    """
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def wake(_: Future[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(done.set)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    future.add_done_callback(wake)
+    waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(done.wait())}
+    if client_gone is not None:
+        waiters.add(asyncio.ensure_future(client_gone()))
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # Collects the cancellations, and any error of a waiter, so none is reported unread.
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return future.done()
 
 
 # An absolute path inside a message (a decoder's error often names the file it was reading).

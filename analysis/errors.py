@@ -11,8 +11,9 @@ class VideoDecodeError(RuntimeError):
     """Decoding failed part-way through a video that opened fine."""
 
 
-class VideoTooLong(ValueError):
-    """The video is longer than the analysis accepts (`AnalysisOptions.max_seconds`)."""
+class VideoTooLong(InvalidVideo):
+    """The video is longer than the analysis accepts (`AnalysisOptions.max_seconds`): found
+    while decoding when the container did not declare its length, or declared it wrongly."""
 
 
 class AnalysisCancelled(Exception):

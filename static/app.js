@@ -7,8 +7,8 @@
  * sends is put on the page with textContent, never as HTML.
  *
  * An API key, when the server wants one, goes in the X-API-Key header. EventSource, <img> and
- * <video> cannot send headers, so with a key the page reads the event stream with fetch() and
- * loads thumbnails and the reel as blobs.
+ * <video> cannot send headers; they need none: the server signs the URLs it hands out for them
+ * (the upload's eventsUrl, the results' thumbnail_url and reel_url) with a short-lived token.
  */
 
 const API = "/api/v1/video";
@@ -50,9 +50,8 @@ const els = {
 const state = {
   sessionId: null,
   upload: null, // the XMLHttpRequest while an upload is under way
-  events: null, // { close() } while the event stream is open
+  events: null, // the EventSource while the event stream is open
   videoUrl: null, // object URL of the chosen file: the server deletes its copy after analysis
-  blobUrls: [], // object URLs of artifacts fetched with the API key
   duration: 0,
 };
 
@@ -120,16 +119,6 @@ async function api(method, path) {
   return response.json();
 }
 
-/** A URL the page can put in src: the artifact itself, or a blob of it when a key is needed. */
-async function artifactSrc(url) {
-  if (!apiKey()) return url;
-  const response = await fetch(url, { headers: authHeaders() });
-  if (!response.ok) throw await errorFrom(response);
-  const blobUrl = URL.createObjectURL(await response.blob());
-  state.blobUrls.push(blobUrl);
-  return blobUrl;
-}
-
 function uploadVideo(file, analysisType, params) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
@@ -169,66 +158,25 @@ function uploadVideo(file, analysisType, params) {
 
 // -- the event stream -------------------------------------------------------------------------
 
-function followEvents(sessionId) {
+/** Follow a session over its event stream; `url` is the upload answer's eventsUrl. */
+function followEvents(sessionId, url) {
   stopEvents();
-  const url = `${API}/events/${encodeURIComponent(sessionId)}`;
-  const handle = (type, data) => {
-    if (sessionId !== state.sessionId) return;
-    if (type === "gone") {
-      stopEvents();
-      sessionGone();
-    } else if (type === "message") {
-      onStatus(JSON.parse(data));
-    }
+  const source = new EventSource(url);
+  state.events = source;
+  source.onmessage = (event) => {
+    if (sessionId === state.sessionId) onStatus(JSON.parse(event.data));
   };
-  if (!apiKey()) {
-    const source = new EventSource(url);
-    state.events = { close: () => source.close() };
-    source.onmessage = (event) => handle("message", event.data);
-    source.addEventListener("gone", (event) => handle("gone", event.data));
-    source.onerror = () => {
-      // CLOSED: the server refused the stream (the session is gone, say); otherwise the
-      // browser is already reconnecting by itself.
-      if (source.readyState === EventSource.CLOSED) recoverStream(sessionId);
-      else setStatusText("Connection lost; reconnecting…");
-    };
-  } else {
-    const controller = new AbortController();
-    state.events = { close: () => controller.abort() };
-    readEventStream(url, handle, controller.signal).then(
-      () => { if (state.events && sessionId === state.sessionId) recoverStream(sessionId); },
-      (error) => { if (error.name !== "AbortError") recoverStream(sessionId, error); },
-    );
-  }
-}
-
-/** EventSource's parsing, over fetch() so that the request can carry the API key. */
-async function readEventStream(url, onEvent, signal) {
-  const response = await fetch(url, { headers: authHeaders(), signal });
-  if (!response.ok) throw await errorFrom(response);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r\n?/g, "\n");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let type = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith(":")) continue; // a heartbeat
-        const colon = line.indexOf(":");
-        const name = colon < 0 ? line : line.slice(0, colon);
-        const field = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-        if (name === "event") type = field;
-        else if (name === "data") data.push(field);
-      }
-      if (data.length) onEvent(type, data.join("\n"));
-    }
-  }
+  source.addEventListener("gone", () => {
+    if (sessionId !== state.sessionId) return;
+    stopEvents();
+    sessionGone();
+  });
+  source.onerror = () => {
+    // CLOSED: the server refused the stream (the session is gone, or a signed URL expired);
+    // otherwise the browser is already reconnecting by itself.
+    if (source.readyState === EventSource.CLOSED) recoverStream(sessionId, url);
+    else setStatusText("Connection lost; reconnecting…");
+  };
 }
 
 function stopEvents() {
@@ -236,19 +184,28 @@ function stopEvents() {
   state.events = null;
 }
 
-/** The stream stopped without a final status: ask once, and follow again if still running. */
-async function recoverStream(sessionId, error) {
+/** True when a signed URL's expiry has passed (a plain URL never expires). */
+function expired(url) {
+  const expires = new URL(url, window.location.href).searchParams.get("expires");
+  return expires !== null && Number(expires) * 1000 <= Date.now();
+}
+
+/** The stream stopped without a final status: ask, and follow again while it runs (or, once
+ * its signed URL has expired, keep asking every 2 s: only an upload hands out a new one). */
+async function recoverStream(sessionId, url) {
   stopEvents();
   if (sessionId !== state.sessionId) return;
   try {
     const status = await api("GET", `/status/${encodeURIComponent(sessionId)}`);
     onStatus(status);
     if (!TERMINAL.has(status.status)) setTimeout(() => {
-      if (sessionId === state.sessionId && !state.events) followEvents(sessionId);
+      if (sessionId !== state.sessionId || state.events) return;
+      if (expired(url)) recoverStream(sessionId, url);
+      else followEvents(sessionId, url);
     }, 2000);
-  } catch (statusError) {
-    if (statusError.status === 404) sessionGone();
-    else showError((error || statusError).message);
+  } catch (error) {
+    if (error.status === 404) sessionGone();
+    else showError(error.message);
   }
 }
 
@@ -327,7 +284,7 @@ async function onSubmit(event) {
     state.sessionId = answer.sessionId;
     els.cleanup.disabled = false;
     setStatus(answer.status, "Uploaded. Waiting for the analysis to start.");
-    followEvents(answer.sessionId);
+    followEvents(answer.sessionId, answer.eventsUrl);
   } catch (error) {
     els.cancel.disabled = true;
     if (error.status === -1) {
@@ -396,8 +353,6 @@ function resetSession() {
     player.removeAttribute("src");
     player.load();
   }
-  for (const url of state.blobUrls) URL.revokeObjectURL(url);
-  state.blobUrls = [];
   if (state.videoUrl) URL.revokeObjectURL(state.videoUrl);
   state.videoUrl = null;
 }
@@ -408,7 +363,7 @@ async function loadResults(sessionId) {
   try {
     const answer = await api("GET", `/results/${encodeURIComponent(sessionId)}`);
     if (sessionId !== state.sessionId) return;
-    await renderResults(answer.data);
+    renderResults(answer.data);
   } catch (error) {
     showError(`The results could not be shown: ${error.message}`);
   }
@@ -438,7 +393,7 @@ function seek(seconds) {
   els.player.scrollIntoView({ block: "nearest", behavior: "smooth" });
 }
 
-async function renderResults(data) {
+function renderResults(data) {
   const { video } = data;
   state.duration = video.duration;
   const parts = [`${formatTime(video.duration)} of video, ${video.width} × ${video.height}`];
@@ -454,16 +409,17 @@ async function renderResults(data) {
   els.player.src = state.videoUrl;
 
   els.highlightsBlock.hidden = !data.highlights;
-  if (data.highlights) await renderHighlights(data.highlights);
+  if (data.highlights) renderHighlights(data.highlights);
   els.workoutBlock.hidden = !data.workout;
   if (data.workout) renderWorkout(data.workout, video.duration);
   els.reelBlock.hidden = !data.reel_url;
-  if (data.reel_url) els.reelPlayer.src = await artifactSrc(data.reel_url);
+  // Plain URLs, or signed ones when the server has a key: the elements need no header.
+  if (data.reel_url) els.reelPlayer.src = data.reel_url;
 
   els.results.hidden = false;
 }
 
-async function renderHighlights(highlights) {
+function renderHighlights(highlights) {
   els.highlights.replaceChildren();
   if (!highlights.length) {
     els.highlights.append(el("li", { class: "empty" }, "No highlights found in this video."));
@@ -472,7 +428,7 @@ async function renderHighlights(highlights) {
   for (const [i, h] of highlights.entries()) {
     const when = `${formatTime(h.start)} – ${formatTime(h.end)}`;
     const image = el("img", { alt: "", width: "160", height: "90" });
-    if (h.thumbnail_url) image.src = await artifactSrc(h.thumbnail_url);
+    if (h.thumbnail_url) image.src = h.thumbnail_url;
     const button = el(
       "button",
       { type: "button", class: "highlight", "aria-label": `Play highlight ${i + 1}, ${when}`, onclick: () => seek(h.start) },

@@ -52,6 +52,14 @@ def wait_healthy(
     raise RuntimeError(f"server not healthy after {timeout:.0f} s: {log_tail()}")
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.1f} s"
+        time.sleep(0.02)
+
+
 class Server:
     """A uvicorn process serving `app:app` (or `app`); `start`, `kill`, `terminate`, `url`."""
 

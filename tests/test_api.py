@@ -22,10 +22,12 @@ def test_upload_answers_202_with_a_queued_session(
     response = upload(client, clips["short"])
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"sessionId", "status", "message"}
+    assert set(body) == {"sessionId", "status", "message", "eventsUrl"}
     assert body["status"] == "queued"
     assert body["message"] == "Video uploaded successfully"
     assert len(body["sessionId"]) == 36
+    # Without an API key the stream's URL is a plain path (see test_access.py for a signed one).
+    assert body["eventsUrl"] == f"{API}/events/{body['sessionId']}"
 
 
 def test_upload_then_status_then_results_of_a_full_analysis(

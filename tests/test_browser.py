@@ -290,19 +290,27 @@ def test_with_an_api_key_the_page_sends_it_on_every_request(
     expect(page.locator("#results")).to_be_visible(timeout=30_000)
     expect(page.locator("#error")).to_be_hidden()
 
-    # EventSource cannot send the header: the stream is read with fetch() instead...
+    # EventSource cannot send the header: a plain EventSource opens the upload's signed URL...
     events = [url for url in resource_types if "/video/events/" in url]
-    assert len(events) == 1 and resource_types[events[0]] == "fetch"
-    # ...and the thumbnails, which <img> could not fetch with it, are loaded as blobs.
+    assert len(events) == 1 and resource_types[events[0]] == "eventsource"
+    assert "expires=" in events[0] and "token=" in events[0]
+    # ...and plain <img> elements load the thumbnails from their signed URLs: no blobs.
     thumbnails = page.locator("#highlights img")
     expect(thumbnails.first).to_be_visible()
     page.wait_for_function(
         "[...document.querySelectorAll('#highlights img')].every(i => i.complete)"
     )
-    loaded = thumbnails.evaluate_all(
-        "images => images.map(i => i.src.startsWith('blob:') && i.naturalWidth > 0)"
+    images = thumbnails.evaluate_all(
+        "images => images.map(i => ({src: i.src, width: i.naturalWidth}))"
     )
-    assert loaded and all(loaded)
+    assert images
+    for image in images:
+        assert "/video/artifacts/" in image["src"] and "token=" in image["src"], image
+        assert image["width"] > 0, f"{image['src']} did not load"
+        assert resource_types[image["src"]] == "image"
+    # The one object URL is the chosen file itself, which the main player plays.
+    player = page.eval_on_selector("#player", "p => p.src")
+    assert [url for url in resource_types if url.startswith("blob:")] == [player]
 
     page.reload()
     expect(page.locator("#api-key")).to_have_value(API_KEY)

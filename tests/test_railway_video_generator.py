@@ -21,6 +21,7 @@ from railway_video_generator import (
     AnalysisOptions,
     RailwayVideoGenerator,
     VideoDecodeError,
+    VideoTooLong,
     probe_video,
 )
 from tests.synthetic import (
@@ -219,6 +220,18 @@ def test_a_wrong_or_missing_frame_count_still_gives_moving_progress_to_100(
     percents = [p for p, _ in seen]
     assert percents == sorted(percents) and percents[-1] == 100
     assert len({p for p in percents if p < 100}) >= 3, "progress moved before the end"
+
+
+def test_a_video_longer_than_max_seconds_is_refused_while_decoding(tmp_path: Path) -> None:
+    # A raw H.264 stream declares no length: only decoding finds out how long it is.
+    source = make_video(tmp_path / "src.mp4", seconds=6.0, fps=30.0)
+    path = reencode(source, tmp_path / "clip.h264", "h264")
+    assert probe_video(path).duration < 3.0
+    with pytest.raises(VideoTooLong, match="longer than the 0.05 minutes"):
+        RailwayVideoGenerator(AnalysisOptions(max_seconds=3.0)).analyze(path, "highlights")
+    # (Raw H.264 has no timing either: FFmpeg assumes 25 fps, so its 180 frames last 7.2 s.)
+    result = RailwayVideoGenerator(AnalysisOptions(max_seconds=10.0)).analyze(path, "highlights")
+    assert result.video.frame_count == 180
 
 
 def test_portrait_video_at_24_fps_gets_its_reps(tmp_path: Path) -> None:

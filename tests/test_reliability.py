@@ -292,7 +292,10 @@ def test_api_key_guards_the_api_but_not_health(tmp_path: Path, clips: dict) -> N
 def test_racing_uploads_cancels_and_cleanups_leave_a_consistent_state(
     tmp_path: Path, clips: dict
 ) -> None:
-    settings = Settings(storage_dir=tmp_path / "storage", max_workers=2, max_queued=40)
+    # 30 bodies at once: more than MAX_CONCURRENT_UPLOADS allows by default (see test_uploads).
+    settings = Settings(
+        storage_dir=tmp_path / "storage", max_workers=2, max_queued=40, max_concurrent_uploads=30
+    )
     rng = random.Random(7)
     with make_client(settings) as client:
         ids: list[str] = []
