@@ -40,6 +40,7 @@ const els = {
   highlightsBlock: $("highlights-block"),
   highlights: $("highlights"),
   workoutBlock: $("workout-block"),
+  method: $("method"),
   timeline: $("timeline"),
   axis: $("timeline-axis"),
   setsBody: document.querySelector("#sets tbody"),
@@ -440,6 +441,33 @@ function renderHighlights(highlights) {
   }
 }
 
+const EXERCISES = {
+  squat: "Squat",
+  jumping_jack: "Jumping jack",
+  bicep_curl: "Bicep curl",
+  push_up: "Push-up",
+  lunge: "Lunge",
+  unknown: "Unknown exercise",
+};
+
+function exerciseLabel(segment) {
+  const name = EXERCISES[segment.exercise] || segment.exercise || "—";
+  if (segment.exercise === "unknown" || segment.exercise_confidence == null) return name;
+  return `${name} (${Math.round(segment.exercise_confidence * 100)} %)`;
+}
+
+// One repetition: when (a button that plays it), how long it took and how deep it went.
+function repItem(segment, time, index) {
+  const parts = [];
+  const duration = segment.rep_durations[index];
+  if (duration != null) parts.push(`${duration.toFixed(1)} s`);
+  const depth = segment.range_of_motion ? segment.range_of_motion[index] : null;
+  if (depth != null) parts.push(`${Math.round(depth)}° ${segment.dominant_joint || ""}`.trim());
+  return el("li", { class: "rep" },
+    el("button", { type: "button", class: "link", onclick: () => seek(time) }, formatTime(time)),
+    parts.length ? ` ${parts.join(" · ")}` : "");
+}
+
 function renderWorkout(workout, duration) {
   const percent = (t) => `${Math.min(100, Math.max(0, (100 * t) / (duration || 1)))}%`;
   els.timeline.replaceChildren();
@@ -467,8 +495,9 @@ function renderWorkout(workout, duration) {
     }
     const tempo = segment.tempo == null ? "—" : `${segment.tempo.toFixed(1)} /min`;
     const intensity = Math.round(segment.intensity * 100);
-    els.setsBody.append(el("tr", {},
+    els.setsBody.append(el("tr", { class: "set" },
       el("th", { scope: "row" }, el("button", { type: "button", class: "link", onclick: () => seek(segment.start) }, label)),
+      el("td", { class: "exercise" }, exerciseLabel(segment)),
       el("td", {}, formatTime(segment.start)),
       el("td", {}, formatTime(segment.end)),
       el("td", { class: "num" }, String(segment.reps)),
@@ -477,10 +506,16 @@ function renderWorkout(workout, duration) {
         el("meter", { min: "0", max: "1", value: String(segment.intensity), "aria-label": `${intensity} %` }),
         ` ${intensity} %`),
     ));
+    els.setsBody.append(el("tr", { class: "reps" },
+      el("td", { colspan: "7" }, el("ol", { class: "rep-list", "aria-label": `Repetitions of ${label}` },
+        ...segment.rep_times.map((t, i) => repItem(segment, t, i))))));
   }
   if (!setNumber) {
-    els.setsBody.append(el("tr", {}, el("td", { colspan: "6", class: "empty" }, "No sets found in this video.")));
+    els.setsBody.append(el("tr", {}, el("td", { colspan: "7", class: "empty" }, "No sets found in this video.")));
   }
+  els.method.textContent = workout.method === "pose"
+    ? "Sets and repetitions were read from the athlete's body."
+    : "No person could be followed reliably: sets and repetitions come from the motion of the picture, without exercise names or range of motion.";
   els.timeline.append(el("span", { class: "playhead", "aria-hidden": "true" }));
   els.axis.replaceChildren(...[0, 0.25, 0.5, 0.75, 1].map((f) =>
     el("span", { style: { left: `${100 * f}%` } }, formatTime(f * duration))));

@@ -193,13 +193,17 @@ def test_page_uploads_a_workout_and_shows_its_results(
     expect(page.locator("#timeline .rep-tick")).to_have_count(sum(s["reps"] for s in sets))
     assert data["workout"]["total_reps"] > 0
 
-    # The set table: a row per set with its start, end, reps, tempo and intensity.
-    rows = page.locator("#sets tbody tr")
+    # The set table: a row per set with its exercise, start, end, reps, tempo and intensity,
+    # and under it the reps, each with its time, duration and depth.
+    rows = page.locator("#sets tbody tr.set")
     expect(rows).to_have_count(len(sets))
     first = rows.nth(0).locator("td")
-    expect(first.nth(2)).to_have_text(str(sets[0]["reps"]))
-    expect(first.nth(3)).to_have_text(f"{sets[0]['tempo']:.1f} /min")
-    expect(first.nth(4)).to_contain_text(f"{round(sets[0]['intensity'] * 100)} %")
+    expect(first.nth(3)).to_have_text(str(sets[0]["reps"]))
+    expect(first.nth(4)).to_have_text(f"{sets[0]['tempo']:.1f} /min")
+    expect(first.nth(5)).to_contain_text(f"{round(sets[0]['intensity'] * 100)} %")
+    reps = page.locator("#sets tbody tr.reps").nth(0).locator("li.rep")
+    expect(reps).to_have_count(sets[0]["reps"])
+    expect(reps.nth(0)).to_contain_text(f"{sets[0]['rep_durations'][0]:.1f} s")
 
     # The player plays the local file; a highlight seeks it.
     page.wait_for_function("document.querySelector('#player').readyState >= 1")
