@@ -31,7 +31,14 @@ import numpy as np
 from analysis.body import ANGLE_INDEX, JOINT_SIDES, BodyTrack
 from analysis.motion_workout import count_cycles, merge_runs
 from analysis.options import AnalysisOptions
-from analysis.signals import box_smooth, close_gaps, gaussian_smooth, local_periodicity, runs
+from analysis.signals import (
+    box_smooth,
+    close_gaps,
+    gaussian_smooth,
+    hysteresis_peaks,
+    local_periodicity,
+    runs,
+)
 from analysis.video import stop_if_cancelled
 from analysis.workout import FoundSet
 
@@ -65,6 +72,19 @@ _MOVING_SPEED = 20.0
 _MIN_ROM = 20.0
 """Degrees a joint must move for its excursions to count as reps."""
 
+_FULL_REP = {
+    "jumping_jack": 90.0,
+    "squat": 45.0,
+    "lunge": 45.0,
+    "bicep_curl": 60.0,
+    "push_up": 40.0,
+}
+"""Degrees of its dominant joint a rep of each exercise goes through at the least: what a set
+too short to show a rhythm must reach on every rep to count (see `_short_sets`)."""
+
+_MAX_TRAVEL = 0.8
+"""Body heights the hips may move across the picture during a set: more is walking."""
+
 
 @dataclass(frozen=True)
 class BodyGrid:
@@ -77,6 +97,10 @@ class BodyGrid:
     """The pose samples' own times (irregular), for refining turning points between samples."""
     raw_angles: np.ndarray
     """(m, len(ANGLES)) at raw_times; NaN where unreliable."""
+    position: np.ndarray
+    """(n, 2) the hips' midpoint in the picture (pixels); NaN where missing."""
+    height: np.ndarray
+    """(n,) the body's height in the picture (pixels); NaN where missing."""
 
 
 def to_grid(track: BodyTrack, rate: float, duration: float) -> BodyGrid:
@@ -100,7 +124,19 @@ def to_grid(track: BodyTrack, rate: float, duration: float) -> BodyGrid:
             np.minimum(gap_left, gap_right) <= 0.5 / rate
         )
         angles[usable, k] = np.interp(times[usable], t, v)
-    return BodyGrid(times, angles, track.times.copy(), raw)
+    position = np.full((times.size, 2), np.nan)
+    height = np.full(times.size, np.nan)
+    if track.count:
+        nearest = np.clip(np.searchsorted(track.times, times), 0, track.count - 1)
+        previous = np.clip(nearest - 1, 0, track.count - 1)
+        close = np.minimum(
+            np.abs(track.times[nearest] - times), np.abs(track.times[previous] - times)
+        )
+        known = close <= _MAX_GAP / 2
+        for k in range(2):
+            position[known, k] = np.interp(times[known], track.times, track.centre[:, k])
+        height[known] = np.interp(times[known], track.times, track.height)
+    return BodyGrid(times, angles, track.times.copy(), raw, position, height)
 
 
 def joint_signal(angles: np.ndarray, joint: str) -> np.ndarray:
@@ -159,7 +195,9 @@ def classify(angles: np.ndarray) -> Classification:
         "squat": upright
         * _sigmoid(rom["knee"], 40.0, 8.0)
         * _sigmoid(rom["hip"], 30.0, 8.0)
-        * (1.0 - _sigmoid(hip_asymmetry, 40.0, 8.0)),
+        * (1.0 - _sigmoid(hip_asymmetry, 40.0, 8.0))
+        # Arms swept overhead each rep make jumping jacks, even landed with bent knees.
+        * (1.0 - _sigmoid(rom["shoulder"], 110.0, 10.0)),
         "lunge": upright * _sigmoid(rom["knee"], 35.0, 8.0) * _sigmoid(hip_asymmetry, 40.0, 8.0),
         "bicep_curl": upright
         * _sigmoid(rom["elbow"], 50.0, 8.0)
@@ -288,14 +326,11 @@ def _fill(values: np.ndarray) -> np.ndarray:
 def _count_part(
     grid: BodyGrid, part: _Part, rate: float, options: AnalysisOptions
 ) -> FoundSet | None:
-    """Count the reps of one part on its dominant joint and measure each of them."""
+    """Count the reps of one periodic part on its dominant joint and measure each of them."""
     joint = _dominant_joint(grid.angles[part.core], part.exercise)
-    signal = joint_signal(grid.angles[part.margin], joint)
-    if (~np.isnan(signal)).sum() < 3:
+    smooth = _joint_curve(grid, part.margin, joint, part.lag)
+    if smooth is None:
         return None
-    # Missing samples (the athlete hidden for a moment) are bridged: they can neither make nor
-    # split a rep.
-    smooth = gaussian_smooth(_fill(signal), part.lag / 12)
     local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
     peaks = count_cycles(smooth, local, part.lag)
     if len(peaks) < options.min_reps:
@@ -303,41 +338,53 @@ def _count_part(
     intervals = np.diff(peaks)
     if intervals.std() > 0.35 * intervals.mean():
         return None  # not a rhythm
-    rest_level = float(np.percentile(smooth[local], 10))
-    if float(np.percentile(smooth[local], 90)) - rest_level < _MIN_ROM:
+    if float(np.percentile(smooth[local], 90) - np.percentile(smooth[local], 10)) < _MIN_ROM:
         return None  # a periodic twitch, not a rep
+    return _measure(grid, part, joint, smooth, peaks, rate)
+
+
+def _joint_curve(grid: BodyGrid, where: slice, joint: str, lag: float) -> np.ndarray | None:
+    """The joint's angle over `where`, lightly smoothed; missing samples (the athlete hidden
+    for a moment) bridged, so they can neither make nor split a rep. None if almost unknown."""
+    signal = joint_signal(grid.angles[where], joint)
+    if (~np.isnan(signal)).sum() < 3:
+        return None
+    return gaussian_smooth(_fill(signal), lag / 12)
+
+
+def _measure(
+    grid: BodyGrid, part: _Part, joint: str, smooth: np.ndarray, peaks: list[int], rate: float
+) -> FoundSet:
+    """The set made of these reps (peaks: indices of `smooth`, which covers part.margin): each
+    rep's turning point, its start and end, and its range of motion, refined between the pose
+    samples; the set from where its first rep leaves the start pose to where the last returns."""
+    local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
     offset = part.margin.start
     raw_times, raw = grid.raw_times, joint_signal(grid.raw_angles, joint)
-    reach = 0.35 * float(np.median(intervals)) / rate
+    spacing = float(np.median(np.diff(peaks))) if len(peaks) > 1 else part.lag
+    reach = 0.35 * spacing / rate
 
     def turning_point(i: float, sign: float) -> tuple[float, float]:
         t = float(grid.times[offset]) + i / rate
         found = _refine_extreme(raw_times, raw, t, reach, sign)
-        return (
-            found if found is not None else (t, float(np.interp(i, np.arange(smooth.size), smooth)))
-        )
+        if found is not None:
+            return found
+        return t, float(np.interp(i, np.arange(smooth.size), smooth))
 
+    rest_level = float(np.percentile(smooth[local], 10))
+    amplitude = float(np.percentile(smooth[local], 90)) - rest_level
+    first = _leave_or_return(smooth, peaks[0], -1, rest_level, amplitude)
+    last = _leave_or_return(smooth, peaks[-1], 1, rest_level, amplitude)
     tops = [turning_point(p, 1.0) for p in peaks]
     valleys = [
         turning_point(p + int(np.argmin(smooth[p : q + 1])), -1.0)
         for p, q in zip(peaks, peaks[1:], strict=False)
     ]
-    amplitude = float(np.percentile(smooth[local], 90)) - rest_level
-    edges = [
-        turning_point(_leave_or_return(smooth, peaks[0], -1, rest_level, amplitude), -1.0),
-        *valleys,
-        turning_point(_leave_or_return(smooth, peaks[-1], 1, rest_level, amplitude), -1.0),
-    ]
+    edges = [turning_point(first, -1.0), *valleys, turning_point(last, -1.0)]
     # The set starts where its first rep leaves the start pose and ends where the last comes
     # back, not at the lowest sample near there.
-    start = (
-        float(grid.times[offset])
-        + _leave_or_return(smooth, peaks[0], -1, rest_level, amplitude) / rate
-    )
-    end = (
-        float(grid.times[offset])
-        + _leave_or_return(smooth, peaks[-1], 1, rest_level, amplitude) / rate
-    )
+    start = float(grid.times[offset]) + first / rate
+    end = float(grid.times[offset]) + last / rate
     bounds = [start, *(t for t, _ in valleys), end]
     rom = [max(0.0, top - min(edges[i][1], edges[i + 1][1])) for i, (_, top) in enumerate(tops)]
     return FoundSet(
@@ -350,6 +397,100 @@ def _count_part(
         range_of_motion=rom,
         dominant_joint=joint,
     )
+
+
+def _short_sets(
+    grid: BodyGrid,
+    moving: np.ndarray,
+    claimed: np.ndarray,
+    options: AnalysisOptions,
+) -> list[FoundSet]:
+    """Sets too short to show a rhythm (two or three reps), where the body leaves no doubt.
+
+    In each stretch of movement outside the sets found by periodicity, every exercise looks
+    for reps of its own: excursions of its dominant joint through the exercise's full range
+    (`_FULL_REP`), following each other within the longest rep period. A run of at least two
+    becomes a set if the span of those reps is named that exercise with confidence, every rep
+    reaches three quarters of the full range and the athlete stays in place. Fidgeting, a single
+    arm raise, drinking, or walking off fail one of these."""
+    rate = options.sample_fps
+    found: list[FoundSet] = []
+    reach = round(0.5 * rate)
+    for a, b in runs(close_gaps(moving & ~claimed, round(0.5 * rate))):
+        if b - a < round(1.0 * rate):
+            continue
+        margin = slice(max(0, a - reach), min(grid.times.size, b + reach))
+        for exercise, full in _FULL_REP.items():
+            joint = EXERCISE_JOINT[exercise]
+            curve = _joint_curve(grid, margin, joint, rate)
+            if curve is None:
+                continue
+            base = float(np.percentile(curve, 5))
+            peaks = hysteresis_peaks(curve, base + 0.35 * full, base + 0.65 * full)
+            for group in _rhythmic_groups(peaks, options.max_period * rate):
+                candidate = _short_set(grid, margin, group, exercise, joint, rate)
+                if candidate is not None:
+                    found.append(candidate)
+    # Where two exercises claim the same moment, the surer one keeps it.
+    kept: list[FoundSet] = []
+    for candidate in sorted(found, key=lambda s: -s.exercise_confidence):
+        if all(candidate.end <= k.start or candidate.start >= k.end for k in kept):
+            kept.append(candidate)
+    return kept
+
+
+def _rhythmic_groups(peaks: list[int], max_gap: float) -> list[list[int]]:
+    """Runs of at least two peaks, each within `max_gap` samples of the previous one and
+    keeping the rhythm: a gap more than 1.6 times (or less than 0.6 times) the one before
+    starts a new run, so an arm raised a while after two jumping jacks is not a third."""
+    groups: list[list[int]] = []
+    for p in peaks:
+        if groups:
+            group = groups[-1]
+            gap = p - group[-1]
+            rhythm = len(group) < 2 or 0.6 <= gap / (group[-1] - group[-2]) <= 1.6
+            if gap <= max_gap and rhythm:
+                group.append(p)
+                continue
+        groups.append([p])
+    return [group for group in groups if len(group) >= 2]
+
+
+def _short_set(
+    grid: BodyGrid, margin: slice, group: list[int], exercise: str, joint: str, rate: float
+) -> FoundSet | None:
+    """The set made of the reps at `group` (indices into `margin`), if it passes the checks of
+    `_short_sets`."""
+    spacing = float(np.median(np.diff(group)))
+    half = int(round(spacing / 2))
+    span = slice(
+        max(margin.start, margin.start + group[0] - half),
+        min(margin.stop, margin.start + group[-1] + half + 1),
+    )
+    named = classify(grid.angles[span])
+    if named.exercise != exercise or named.confidence < 0.6:
+        return None
+    curve = _joint_curve(grid, span, joint, rate)
+    if curve is None:
+        return None
+    peaks = [p + margin.start - span.start for p in group]
+    part = _Part(span, span, spacing, exercise, named.confidence)
+    measured = _measure(grid, part, joint, curve, peaks, rate)
+    if min(measured.range_of_motion or [0.0]) < 0.75 * _FULL_REP[exercise]:
+        return None
+    return measured
+
+
+def _travels(grid: BodyGrid, start: float, end: float) -> bool:
+    """Whether the athlete's hips move across the picture by more than _MAX_TRAVEL body
+    heights between `start` and `end`: walking, not exercising in place."""
+    inside = (grid.times >= start) & (grid.times <= end) & ~np.isnan(grid.position[:, 0])
+    if inside.sum() < 3:
+        return False
+    x = grid.position[inside, 0]
+    height = float(np.median(grid.height[inside]))
+    spread = float(np.percentile(x, 95) - np.percentile(x, 5))
+    return spread > _MAX_TRAVEL * max(height, 1.0)
 
 
 def _leave_or_return(
@@ -477,6 +618,12 @@ def find_sets(
         parts = _split_by_exercise(grid.angles, slice(a, b), margin, lag)
         counted = [_count_part(grid, part, rate, options) for part in parts]
         sets.extend(_settle_boundaries(counted, parts, grid.times))
+    claimed = np.zeros(n, dtype=bool)
+    for s in sets:
+        claimed[(grid.times >= s.start - 0.5) & (grid.times <= s.end + 0.5)] = True
+    stop_if_cancelled(cancel_event)
+    sets.extend(_short_sets(grid, valid & moving, claimed, options))
+    sets = [s for s in sets if not _travels(grid, s.start, s.end)]
     sets.sort(key=lambda s: s.start)
     return _merge_pauses(_without_overlap(sets), options.max_pause)
 

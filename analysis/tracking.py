@@ -9,8 +9,9 @@ as often as the movement needs (`PoseScheduler`):
 - as soon as the athlete's part of the picture moves, at the full sample rate, until the rep
   tempo is known; then about `samples_per_rep` estimates per rep (a 3-second squat needs far
   fewer than a half-second jumping jack), never fewer than the still rate;
-- while nobody is followed, every `pose_search_interval` seconds (the person detector is the
-  expensive part).
+- while nobody is followed, at the next sample, then at intervals doubling up to
+  `pose_search_interval` seconds (the person detector is the expensive part, but the first
+  seconds of a video, or of someone stepping back into view, should not be missed).
 
 The tempo comes from the pose samples themselves: the autocorrelation of the limb angle that
 varies most over the last few seconds. Rates are chosen so that a sudden doubling of the tempo
@@ -55,6 +56,7 @@ class PoseScheduler:
         self.options = options
         self.still_stride = max(1, round(options.pose_max_interval * rate))
         self.search_stride = max(1, round(options.pose_search_interval * rate))
+        self._search = 1  # samples until the next look while nobody is followed
         self.stride = 1
         self.last: int | None = None  # sample index of the last estimate
         self.tracking = False
@@ -70,7 +72,7 @@ class PoseScheduler:
             return True
         since = index - self.last
         if not self.tracking:
-            return since >= self.search_stride
+            return since >= self._search
         if box_motion is not None and box_motion >= _BOX_MOTION:
             self._moving_until = max(self._moving_until, seconds + 1.0)
         stride = self.stride if seconds <= self._moving_until else self.still_stride
@@ -80,11 +82,14 @@ class PoseScheduler:
         """Record the estimate made at sample `index`: the limb angles, or None (nobody)."""
         self.last = index
         if angles is None:
+            # Look again soon, then less and less often while nobody is there.
+            self._search = 1 if self.tracking else min(self.search_stride, 2 * self._search)
             self.tracking = False
             self._times.clear()
             self._angles.clear()
             return
         self.tracking = True
+        self._search = 1
         if self._times:
             dt = max(seconds - self._times[-1], 1e-3)
             if float(np.nanmax(np.abs(angles[:8] - self._angles[-1][:8]))) / dt > (
@@ -104,6 +109,7 @@ class PoseScheduler:
         """Nobody is followed any more (a scene cut): look for the athlete at the next sample."""
         self.last = None
         self.tracking = False
+        self._search = 1
         self._times.clear()
         self._angles.clear()
 

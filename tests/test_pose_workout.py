@@ -48,9 +48,11 @@ def make_track(
     rest: float = 8.0,
     noise: float = 2.0,
     seed: int = 0,
+    position: Callable[[float], tuple[float, float]] = lambda t: (320.0, 200.0),
 ) -> tuple[BodyTrack, list[dict]]:
     """A body track sampled at `times` of: rest, then per (exercise, depth, reps, period) a
-    set, each followed by `rest` seconds (0 = back to back). Returns the track and the truth."""
+    set, each followed by `rest` seconds (0 = back to back); the hips at `position(t)`, the
+    body 200 px tall. Returns the track and the truth."""
     rng = np.random.default_rng(seed)
     truth, cursor = [], 3.0
     pieces: list[tuple[float, float, Callable[[np.ndarray], dict[str, np.ndarray]]]] = []
@@ -83,7 +85,7 @@ def make_track(
         values[: ANGLE_INDEX["trunk"]] += noise * rng.standard_normal(ANGLE_INDEX["trunk"])
         track.append(
             float(t),
-            BodySample(values, np.ones(len(ANGLES)), np.zeros((12, 2)), (0.0, 0.0), 100.0, 0.9),
+            BodySample(values, np.ones(len(ANGLES)), np.zeros((12, 2)), position(t), 200.0, 0.9),
         )
     return track, truth
 
@@ -194,3 +196,35 @@ def test_two_exercises_on_the_same_joint_back_to_back_share_no_rep() -> None:
     assert [s.exercise for s in found] == ["squat", "lunge"]
     assert [len(s.rep_times) for s in found] == [8, 8]
     assert found[0].rep_times[-1] < found[1].rep_times[0]
+
+
+def test_two_full_jumping_jacks_are_a_set_of_two() -> None:
+    track, truth = make_track([("jumping_jack", 150.0, 2, 1.1)], _times(12, 5.0))
+    (found,) = analyse(track, 12.0)
+    assert found.exercise == "jumping_jack" and len(found.rep_times) == 2
+    assert np.allclose(found.rep_times, truth[0]["rep_times"], atol=0.15)
+
+
+def test_two_half_hearted_arm_raises_are_no_set() -> None:
+    track, _ = make_track([("jumping_jack", 60.0, 2, 1.1)], _times(12, 5.0))
+    assert analyse(track, 12.0) == []
+
+
+def test_a_single_deep_squat_is_no_set() -> None:
+    track, _ = make_track([("squat", 100.0, 1, 2.0)], _times(12, 5.0))
+    assert analyse(track, 12.0) == []
+
+
+def test_walking_across_the_room_is_no_set() -> None:
+    # Legs swing in a steady rhythm (as in lunges), but the hips travel 3 body heights.
+    track, _ = make_track(
+        [("lunge", 60.0, 12, 1.0)], _times(25, 5.0), position=lambda t: (50.0 * t, 200.0)
+    )
+    assert analyse(track, 25.0) == []
+
+
+def test_lunges_in_place_are_a_set_though_the_hips_shift_a_little() -> None:
+    sway = lambda t: (320.0 + 40.0 * np.sin(np.pi * t), 200.0)  # noqa: E731
+    track, _ = make_track([("lunge", 90.0, 8, 2.0)], _times(30, 5.0), position=sway)
+    (found,) = analyse(track, 30.0)
+    assert found.exercise == "lunge" and len(found.rep_times) == 8
