@@ -24,11 +24,13 @@ import pytest
 
 from analysis import models
 from analysis.pose import (
+    LANDMARK_MODELS,
     LANDMARK_NAMES,
     PoseCandidate,
     PoseEstimator,
     PoseObservation,
     PoseUnavailable,
+    _without_segmentation,
 )
 
 FPS = 30.0
@@ -209,6 +211,37 @@ def test_the_command_line_check_passes_on_the_installed_models(
 ) -> None:
     assert models.main(["check"]) == 0
     assert "pose models OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", sorted(LANDMARK_MODELS))
+def test_the_landmark_model_without_its_mask_gives_bit_identical_landmarks(
+    model: str, run: Run
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = models.verified_path(LANDMARK_MODELS[model])
+    published = Interpreter(model_path=str(path))
+    pruned = Interpreter(model_content=_without_segmentation(str(path.resolve())))
+    _, kept = run
+    crop = cv2.cvtColor(cv2.resize(kept[90][0:700, 300:1000], (256, 256)), cv2.COLOR_BGR2RGB)
+    outputs = []
+    for interpreter in (published, pruned):
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(
+            interpreter.get_input_details()[0]["index"], (crop / 255.0).astype(np.float32)[None]
+        )
+        interpreter.invoke()
+        outputs.append(
+            {
+                d["name"]: interpreter.get_tensor(d["index"])
+                for d in interpreter.get_output_details()
+            }
+        )
+    full, without = outputs
+    assert len(full) == 5 and len(without) == 4  # the 256×256 mask is gone
+    assert [a.shape for a in full.values() if a.shape == (1, 256, 256, 1)]
+    for name, value in without.items():
+        assert np.array_equal(value, full[name]), name
 
 
 # ------------------------------------------------------------------ the estimator on real footage
