@@ -65,7 +65,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -113,8 +113,7 @@ LANDMARK_NAMES: tuple[str, ...] = (
     "right_foot_index",
 )
 _BODY = len(LANDMARK_NAMES)  # 33
-_SHOULDERS = (11, 12)
-_HIPS = (23, 24)
+_TORSO = [23, 24, 11, 12]  # left and right hip, left and right shoulder
 LANDMARK_MODELS = {"lite": "pose_landmark_lite.tflite", "full": "pose_landmark_full.tflite"}
 DETECTOR_MODEL = "pose_detection.tflite"
 
@@ -240,7 +239,7 @@ class FollowSettings:
 class _Identity:
     """The followed person, as last seen."""
 
-    centre: np.ndarray  # torso centre, pixels
+    centre: tuple[float, float]  # torso centre, pixels
     length: float  # running torso length, pixels
     colours: np.ndarray  # running normalised torso histogram
     last_length: float  # the last sample's, to judge a jump between two samples
@@ -255,24 +254,22 @@ class _Look:
 
     observation: PoseObservation
     aux: np.ndarray  # (2, 2) pixels: the alignment points of the next call's ROI
-    centre: np.ndarray
+    centre: tuple[float, float]
     length: float
     colours: np.ndarray
 
 
-@dataclass
-class _Buffers:
-    """Per-estimator scratch images, reused across calls."""
+class _Scratch:
+    """Per-estimator scratch images, allocated once per shape and reused across calls."""
 
-    det_bgr: np.ndarray = field(
-        default_factory=lambda: np.empty((_DET_SIZE, _DET_SIZE, 3), np.uint8)
-    )
-    det_rgb: np.ndarray = field(
-        default_factory=lambda: np.empty((_DET_SIZE, _DET_SIZE, 3), np.uint8)
-    )
-    lm_bgr: np.ndarray = field(default_factory=lambda: np.empty((_LM_SIZE, _LM_SIZE, 3), np.uint8))
-    lm_rgb: np.ndarray = field(default_factory=lambda: np.empty((_LM_SIZE, _LM_SIZE, 3), np.uint8))
-    torso: np.ndarray = field(default_factory=lambda: np.empty((24, 16, 3), np.uint8))
+    def __init__(self) -> None:
+        self._images: dict[tuple[int, ...], np.ndarray] = {}
+
+    def image(self, *shape: int) -> np.ndarray:
+        image = self._images.get(shape)
+        if image is None:
+            image = self._images[shape] = np.empty(shape, np.uint8)
+        return image
 
 
 class _AuxFilter:
@@ -450,8 +447,12 @@ def _weighted_nms(
     return kept
 
 
-def _as_bgr(frame: Any) -> np.ndarray | None:
-    """The frame as a contiguous BGR uint8 image, or None when it cannot hold a person."""
+def _as_image(frame: Any) -> np.ndarray | None:
+    """The frame as a contiguous BGR or BGRA uint8 image, or None when it cannot hold a person.
+
+    BGRA is kept as it is: OpenCV warps 4 channels faster than 3, so a caller that decodes to
+    BGRA saves time (a grey frame is made BGR).
+    """
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
         return None
     if frame.ndim == 3 and frame.shape[2] == 1:
@@ -462,11 +463,7 @@ def _as_bgr(frame: Any) -> np.ndarray | None:
     if min(h, w) < _MIN_SIDE or max(h, w) > _MAX_SIDE:
         return None
     frame = np.ascontiguousarray(frame)
-    if frame.ndim == 2:
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    if frame.shape[2] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return frame
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
 
 
 class PoseEstimator:
@@ -544,7 +541,7 @@ class PoseEstimator:
         self._lm_heatmap = self._landmarker.tensor(heatmap["index"])
         self._heatmap_side = int(heatmap["shape"][1])
 
-        self._buffers = _Buffers()
+        self._scratch = _Scratch()
         self._window = np.arange(_HEATMAP_KERNEL) - (_HEATMAP_KERNEL - 1) // 2
         self._channels = np.arange(_LM_COUNT)
         side = self._heatmap_side
@@ -562,7 +559,8 @@ class PoseEstimator:
         """The followed person's pose in this frame.
 
         Args:
-            frame_bgr: an image of any size, BGR uint8 (grey and BGRA are accepted too).
+            frame_bgr: an image of any size, BGR uint8; BGRA is accepted (and is faster: OpenCV
+                warps 4 channels faster than 3), grey too.
             t: the frame's time in seconds, which scales how far the followed person may have
                 moved since last seen; when None, calls are taken to be `DEFAULT_INTERVAL` apart.
 
@@ -571,7 +569,7 @@ class PoseEstimator:
             frame cannot hold one (empty, tiny, absurdly large, not uint8).
         """
         self._now = self._now + DEFAULT_INTERVAL if t is None else float(t)
-        frame = _as_bgr(frame_bgr)
+        frame = _as_image(frame_bgr)
         if frame is None:
             return None
         tracked: _Look | None = None
@@ -607,7 +605,7 @@ class PoseEstimator:
         Returns:
             The candidates (empty when none, or the frame cannot hold a person).
         """
-        frame = _as_bgr(frame_bgr)
+        frame = _as_image(frame_bgr)
         return [] if frame is None else self._detect(frame)
 
     def follow(self, candidate: PoseCandidate) -> None:
@@ -628,27 +626,43 @@ class PoseEstimator:
 
     # ---------------------------------------------------------------- detector
 
-    def _detect(self, frame: np.ndarray) -> list[PoseCandidate]:
-        h, w = frame.shape[:2]
-        side = float(max(w, h))
-        buffers = self._buffers
-        # Letterbox: the frame's centre on the tensor's, the long side filling it, zero border.
-        k = side / _DET_SIZE
-        matrix = np.array([[k, 0, (w - side) / 2], [0, k, (h - side) / 2]], np.float64)
+    def _to_tensor(
+        self,
+        frame: np.ndarray,
+        matrix: np.ndarray,
+        size: int,
+        border: int,
+        low: float,
+        tensor: Any,
+    ) -> None:
+        """ImageToTensorCalculator: one warp of the frame (matrix: tensor pixel → frame pixel)
+        into a size × size RGB input tensor with values from `low` to 1."""
+        channels = frame.shape[2]
+        crop = self._scratch.image(size, size, channels)
         cv2.warpAffine(
             frame,
             matrix,
-            (_DET_SIZE, _DET_SIZE),
-            dst=buffers.det_bgr,
+            (size, size),
+            dst=crop,
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
+            borderMode=border,
             borderValue=0,
         )
-        cv2.cvtColor(buffers.det_bgr, cv2.COLOR_BGR2RGB, dst=buffers.det_rgb)
-        tensor = self._det_input()
-        np.multiply(buffers.det_rgb, np.float32(2.0 / 255.0), out=tensor[0], dtype=np.float32)
-        tensor -= np.float32(1.0)
-        del tensor  # LiteRT refuses to run while a view of its buffers is alive
+        rgb = self._scratch.image(size, size, 3)
+        cv2.cvtColor(crop, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGB, dst=rgb)
+        values = tensor()
+        np.multiply(rgb, np.float32((1.0 - low) / 255.0), out=values[0], dtype=np.float32)
+        if low:
+            values += np.float32(low)
+        del values  # LiteRT refuses to run while a view of its buffers is alive
+
+    def _detect(self, frame: np.ndarray) -> list[PoseCandidate]:
+        h, w = frame.shape[:2]
+        side = float(max(w, h))
+        # Letterbox: the frame's centre on the tensor's, the long side filling it, zero border.
+        k = side / _DET_SIZE
+        matrix = np.array([[k, 0, (w - side) / 2], [0, k, (h - side) / 2]], np.float64)
+        self._to_tensor(frame, matrix, _DET_SIZE, cv2.BORDER_CONSTANT, -1.0, self._det_input)
         self._detector.invoke()
 
         logits = self._detector.get_tensor(self._det_scores).reshape(-1)
@@ -682,19 +696,8 @@ class PoseEstimator:
     ) -> tuple[PoseObservation, np.ndarray] | None:
         """Run the landmark model on the ROI: the pose and the two auxiliary landmarks the next
         call's ROI is made from (pixels), or None below the presence threshold."""
-        buffers = self._buffers
-        cv2.warpAffine(
-            frame,
-            _crop_matrix(roi, _LM_SIZE),
-            (_LM_SIZE, _LM_SIZE),
-            dst=buffers.lm_bgr,
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        cv2.cvtColor(buffers.lm_bgr, cv2.COLOR_BGR2RGB, dst=buffers.lm_rgb)
-        tensor = self._lm_input()
-        np.multiply(buffers.lm_rgb, np.float32(1.0 / 255.0), out=tensor[0], dtype=np.float32)
-        del tensor
+        matrix = _crop_matrix(roi, _LM_SIZE)
+        self._to_tensor(frame, matrix, _LM_SIZE, cv2.BORDER_REPLICATE, 0.0, self._lm_input)
         self._landmarker.invoke()
 
         score = float(self._landmarker.get_tensor(self._lm_flag).reshape(-1)[0])
@@ -766,31 +769,31 @@ class PoseEstimator:
     # ---------------------------------------------------------------- identity
 
     def _look(self, frame: np.ndarray, observation: PoseObservation, aux: np.ndarray) -> _Look:
-        points = observation.landmarks[:, :2]
-        hips = points[list(_HIPS)].mean(axis=0)
-        shoulders = points[list(_SHOULDERS)].mean(axis=0)
+        # Plain floats: a handful of numpy calls on 2-vectors cost more than the arithmetic.
+        (lhx, lhy), (rhx, rhy), (lsx, lsy), (rsx, rsy) = observation.landmarks[_TORSO, :2].tolist()
+        hips = ((lhx + rhx) / 2, (lhy + rhy) / 2)
+        shoulders = ((lsx + rsx) / 2, (lsy + rsy) / 2)
         return _Look(
             observation,
             aux,
-            centre=(hips + shoulders) / 2,
-            length=max(float(np.hypot(*(shoulders - hips))), 1.0),
+            centre=((hips[0] + shoulders[0]) / 2, (hips[1] + shoulders[1]) / 2),
+            length=max(math.hypot(shoulders[0] - hips[0], shoulders[1] - hips[1]), 1.0),
             colours=self._torso_colours(frame, hips, shoulders),
         )
 
     def _torso_colours(
-        self, frame: np.ndarray, hips: np.ndarray, shoulders: np.ndarray
+        self, frame: np.ndarray, hips: tuple[float, float], shoulders: tuple[float, float]
     ) -> np.ndarray:
         """Normalised 4×4×4 BGR histogram of the torso's middle, sampled by one small warp."""
-        axis = shoulders - hips
-        across = 0.4 * np.array([-axis[1], axis[0]])  # the torso's middle 0.4 lengths
-        patch = self._buffers.torso
-        ph, pw = patch.shape[:2]
+        ax, ay = shoulders[0] - hips[0], shoulders[1] - hips[1]
+        cx, cy = -0.4 * ay, 0.4 * ax  # across the torso's middle 0.4 lengths
+        ph, pw = 24, 16
+        patch = self._scratch.image(ph, pw, frame.shape[2])
         # Output (u, v) → hips + (0.15 + 0.7 v/ph) axis + (u/pw − 0.5) across
-        origin = hips + 0.15 * axis - 0.5 * across
         matrix = np.array(
             [
-                [across[0] / pw, 0.7 * axis[0] / ph, origin[0]],
-                [across[1] / pw, 0.7 * axis[1] / ph, origin[1]],
+                [cx / pw, 0.7 * ax / ph, hips[0] + 0.15 * ax - 0.5 * cx],
+                [cy / pw, 0.7 * ay / ph, hips[1] + 0.15 * ay - 0.5 * cy],
             ],
             np.float64,
         )
@@ -803,14 +806,17 @@ class PoseEstimator:
             borderMode=cv2.BORDER_REPLICATE,
         )
         hist = cv2.calcHist([patch], [0, 1, 2], None, [4, 4, 4], [0, 256, 0, 256, 0, 256])
-        return (hist / max(float(hist.sum()), 1.0)).reshape(-1).astype(np.float32)
+        return hist.reshape(-1) * np.float32(1.0 / (ph * pw))
 
     def _compare(self, look: _Look, *, last: bool) -> tuple[float, float, float]:
         """Shift (running torso lengths), growth (factor) and colour change of a look from the
         followed person: as last sampled (``last``), or as their running averages."""
         identity = self._identity
         assert identity is not None
-        shift = float(np.hypot(*(look.centre - identity.centre))) / identity.length
+        shift = (
+            math.hypot(look.centre[0] - identity.centre[0], look.centre[1] - identity.centre[1])
+            / identity.length
+        )
         growth = look.length / (identity.last_length if last else identity.length)
         colours = identity.last_colours if last else identity.colours
         overlap = float(np.sqrt(look.colours * colours).sum())
