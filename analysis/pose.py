@@ -437,6 +437,7 @@ def _weighted_nms(
     while order.size:
         best = order[0]
         overlapping = _iou(boxes[best], boxes[order]) > _NMS_IOU
+        overlapping[0] = True  # a box without area overlaps nothing, not even itself
         group = order[overlapping]
         weights = scores[group][:, None]
         total = float(weights.sum())

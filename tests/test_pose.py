@@ -30,6 +30,7 @@ from analysis.pose import (
     PoseEstimator,
     PoseObservation,
     PoseUnavailable,
+    _weighted_nms,
     _without_segmentation,
 )
 
@@ -242,6 +243,20 @@ def test_the_landmark_model_without_its_mask_gives_bit_identical_landmarks(
     assert [a.shape for a in full.values() if a.shape == (1, 256, 256, 1)]
     for name, value in without.items():
         assert np.array_equal(value, full[name]), name
+
+
+def test_weighted_nms_merges_overlapping_boxes_and_survives_a_box_without_area() -> None:
+    scores = np.array([0.9, 0.6, 0.8, 0.7])
+    boxes = np.array(
+        [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [30, 30, 30, 30]], np.float64
+    )
+    keypoints = np.zeros((4, 4, 2))
+    keypoints[:, 0] = boxes[:, :2]
+    kept = _weighted_nms(scores, boxes, keypoints)
+    assert [score for score, _, _ in kept] == [0.9, 0.8, 0.7]
+    merged = (0.9 * boxes[0] + 0.6 * boxes[1]) / 1.5  # the best two overlap (IoU 0.68)
+    assert np.allclose(kept[0][1], merged)
+    assert np.allclose(kept[0][2][0], merged[:2])
 
 
 # ------------------------------------------------------------------ the estimator on real footage
