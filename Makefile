@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install install-dev run test chromium lint bench smoke clean
+.PHONY: install install-dev run test chromium lint bench smoke clean models footage
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,17 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.runtime
-install-dev: $(VENV)/.dev
+install: $(VENV)/.runtime models
+install-dev: $(VENV)/.dev models footage
+
+# The pose models (BlazePose, from PyPI mediapipe 0.10.21 and npm @mediapipe/pose) into models/
+# or $MODELS_DIR, each checked by sha256. Idempotent: run again to repair a missing or bad file.
+models: $(VENV)/.runtime
+	$(PY) -m analysis.models fetch
+
+# Real footage for the tests (PyPI sports2d's demo clip), into tests/footage/, checked by sha256.
+footage: $(VENV)/.runtime
+	$(PY) -m analysis.models fetch --footage
 
 run: install
 	$(PY) -m uvicorn app:app --host 0.0.0.0 --port $(PORT) --timeout-graceful-shutdown 5
@@ -51,4 +60,4 @@ smoke: install
 	$(PY) -m smoke "$(URL)"
 
 clean:
-	rm -rf $(VENV) storage
+	rm -rf $(VENV) storage models tests/footage
