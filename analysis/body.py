@@ -164,6 +164,10 @@ class BodySample:
     """The body's height in the picture (pixels, from its landmarks' extent)."""
     score: float
     """The estimator's confidence that this is a person (0..1)."""
+    pelvis: float = 0.0
+    """Metres between the hip joints (3D world landmarks)."""
+    shoulders: float = 0.0
+    """Metres between the shoulder joints (3D world landmarks)."""
 
 
 def body_sample(
@@ -179,6 +183,8 @@ def body_sample(
         (float(hips[0]), float(hips[1])),
         float(max(ys.max() - ys.min(), torso_length(landmarks))),
         float(score),
+        float(np.linalg.norm(world[L_HIP] - world[R_HIP])),
+        float(np.linalg.norm(world[L_SHOULDER] - world[R_SHOULDER])),
     )
 
 
@@ -192,6 +198,18 @@ def body_change(a: BodySample, b: BodySample) -> float:
     return max(angle, 90.0 * keypoints)
 
 
+_TRACK_ARRAYS = (
+    "times",
+    "angles",
+    "reliability",
+    "score",
+    "centre",
+    "height",
+    "pelvis",
+    "shoulders",
+)
+
+
 class BodyTrack:
     """Body samples in time order, in arrays that grow by doubling (no per-sample objects)."""
 
@@ -203,6 +221,8 @@ class BodyTrack:
         self.score = np.zeros(256)
         self.centre = np.zeros((256, 2))
         self.height = np.zeros(256)
+        self.pelvis = np.zeros(256)
+        self.shoulders = np.zeros(256)
 
     def append(self, seconds: float, sample: BodySample) -> None:
         if self.count == self.times.size:
@@ -214,10 +234,12 @@ class BodyTrack:
         self.score[i] = sample.score
         self.centre[i] = sample.centre
         self.height[i] = sample.height
+        self.pelvis[i] = sample.pelvis
+        self.shoulders[i] = sample.shoulders
         self.count += 1
 
     def _grow(self) -> None:
-        for name in ("times", "angles", "reliability", "score", "centre", "height"):
+        for name in _TRACK_ARRAYS:
             array = getattr(self, name)
             setattr(self, name, np.concatenate([array, np.zeros_like(array)]))
 
@@ -226,6 +248,6 @@ class BodyTrack:
         order = np.argsort(self.times[: self.count], kind="stable")
         out = BodyTrack()
         out.count = self.count
-        for name in ("times", "angles", "reliability", "score", "centre", "height"):
+        for name in _TRACK_ARRAYS:
             setattr(out, name, getattr(self, name)[: self.count][order].copy())
         return out

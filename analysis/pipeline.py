@@ -222,9 +222,8 @@ def _analyze(
             features.append(seconds, energy, change, pose)
             if tracker is not None:
                 if change >= CUT_CHANGE:
-                    # Perhaps a cut, perhaps something sweeping past: either way whoever was
-                    # followed may be gone, and looking again costs one detection.
-                    tracker.cut()
+                    # Perhaps a cut, perhaps something sweeping past: look now.
+                    tracker.picture_changed()
                 box = tracker.box
                 box_motion = motion.moving_fraction_in(box) if box is not None else None
                 tracker.process_frame(features.count - 1, seconds, frame, box_motion)

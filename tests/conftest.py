@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from analysis import models
 from app import create_app
 from config import Settings
 from tests.synthetic import make_video
@@ -30,6 +31,18 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         # Long enough (about 3 s of analysis) to be caught and cancelled mid-way.
         "long": make_video(folder / "long.mp4", seconds=120, period=1.5),
     }
+
+
+@pytest.fixture(scope="session")
+def demo() -> Path:
+    """Real footage: PyPI sports2d's demo clip (`make footage`), checked by its sha256. A man on
+    a box does two jumping jacks (arms up at frames ~24 and ~58), then walks and jumps down,
+    while a woman walks past behind him."""
+    path = models.footage_dir() / "demo.mp4"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make footage`")
+    assert models.sha256_of(path) == models.FOOTAGE["demo.mp4"].sha256
+    return path
 
 
 @pytest.fixture

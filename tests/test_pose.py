@@ -85,15 +85,6 @@ def clip_frames(demo: Path, stop: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def demo() -> Path:
-    path = models.footage_dir() / "demo.mp4"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make footage`")
-    assert models.sha256_of(path) == models.FOOTAGE["demo.mp4"].sha256
-    return path
-
-
-@pytest.fixture(scope="module")
 def estimator() -> PoseEstimator:
     return PoseEstimator(model="lite")
 
