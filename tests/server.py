@@ -49,6 +49,20 @@ def wait_healthy(
     raise RuntimeError(f"server not healthy after {timeout:.0f} s: {log_tail()}")
 
 
+def run_refused(env: dict[str, str], log: Path, timeout: float = 30) -> tuple[int, str]:
+    """Start a server that is expected to refuse to start; returns its exit code and its output.
+    Fails if it is still running after `timeout` seconds."""
+    with open(log, "wb") as out:
+        process = launch(free_port(), env, out)
+        try:
+            code = process.wait(timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    return code, log.read_text()
+
+
 class Server:
     """A uvicorn process serving `app:app`; `start`, `kill`, `terminate`, `url`."""
 
