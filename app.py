@@ -90,12 +90,11 @@ class _OneLineStartupRefusal:
         try:
             await self.app(scope, receive, hold_failure)
         except StorageInUse as exc:
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            held[:] = [{"type": "lifespan.startup.failed", "message": str(exc)}]
             raise  # uvicorn says nothing more once the failure is reported; a TestClient raises
-        except BaseException:
+        finally:
             for message in held:
                 await send(message)
-            raise
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -291,6 +291,8 @@ class _Flush:
 
     done: threading.Event = field(default_factory=threading.Event)
     committed: bool = False
+
+
 # How long a write waits for another connection's lock before it counts as a failure.
 _BUSY_TIMEOUT_SECONDS = 1.0
 # Retries of a failing write back off from the first delay to the last, doubling.

@@ -9,8 +9,8 @@ domain errors the API maps to HTTP answers in one place (`async_api.py`). It kno
 HTTP itself.
 
 What a client was told survives a crash: a new session is committed to the database before the
-upload answers, a result is committed before the video it came from is deleted, and a terminal
-status is committed before the session's files go.
+upload answers, a result is committed before the video it came from is deleted, a cancel or a
+cleanup is committed before it answers, and a failure is committed as soon as it is recorded.
 """
 
 from __future__ import annotations
@@ -368,6 +368,7 @@ class VideoService:
                     "The video was lost when the server restarted; upload it again",
                     interruptions,
                 )
+                ended.append(session.id)
                 continue
             logger.info("resuming session %s (was %s)", session.id, session.status.value)
             self.sessions.update_session(
@@ -379,7 +380,7 @@ class VideoService:
             )
             self._submit(session.id)
         if ended:
-            self._commit()  # failed before its video goes, as in _analyse
+            self._commit()  # start-up serves no request yet: no one sees them half-ended
             for session_id in ended:
                 self._remove_files(session_id)
         known = {s.id for s in self.sessions.list_sessions()}
@@ -580,6 +581,9 @@ class VideoService:
             # Stopping because we were asked to (a cancel, or the shutdown handing the work
             # back) is not a failure.
             if not (isinstance(exc, AnalysisCancelled) or cancel_event.is_set()):
+                # The files go first, so a session seen `failed` has none left; a crash in
+                # between leaves it `processing` without a video, which the next start fails.
+                self._remove_files(session_id)
                 failed = self.sessions.update_session(
                     session_id,
                     expect_status=SessionStatus.PROCESSING,
@@ -590,7 +594,8 @@ class VideoService:
                 )
                 if failed:
                     self._commit()
-            self._remove_files_if_ended(session_id)
+            else:
+                self._remove_files_if_ended(session_id)
             raise
         # The result is committed while the session is still `processing`, before the video it
         # came from goes: a crash in between finds it at the next start, which completes the

@@ -81,6 +81,14 @@ def wait_for(
     return follow(client, session_id, lambda body: body.get("status") in statuses, timeout)[-1]
 
 
+def running_and_queued(client: TestClient, clips: dict[str, Path]) -> tuple[str, str]:
+    """With one worker: a long analysis under way and a short one waiting behind it."""
+    running = upload(client, clips["long"]).json()["sessionId"]
+    queued = upload(client, clips["short"]).json()["sessionId"]
+    wait_for(client, running, {"processing"})
+    return running, queued
+
+
 def join_all(threads: Iterable[threading.Thread], timeout: float = 60) -> None:
     """Join every thread; fail (instead of hanging) if one still runs after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config import Settings
-from tests.conftest import API, follow, join_all, make_client, stored_files, upload, wait_for
+from tests.conftest import (
+    API,
+    follow,
+    join_all,
+    make_client,
+    running_and_queued,
+    stored_files,
+    upload,
+    wait_for,
+)
 
 # -- the happy path ------------------------------------------------------------------------------
 
@@ -262,9 +271,7 @@ def test_results_while_not_completed_are_400_with_the_status(
 ) -> None:
     settings = Settings(storage_dir=tmp_path / "storage", max_workers=1)
     with make_client(settings) as client:
-        running = upload(client, clips["long"]).json()["sessionId"]
-        queued = upload(client, clips["short"]).json()["sessionId"]
-        wait_for(client, running, {"processing"})
+        running, queued = running_and_queued(client, clips)
         for session_id, status in ((running, "processing"), (queued, "queued")):
             response = client.get(f"{API}/results/{session_id}")
             assert response.status_code == 400

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from config import ConfigurationError, Settings, load_settings
 from session_manager import SessionManager, SessionStatus
-from tests.conftest import API, make_client, stored_files, upload, wait_for
+from tests.conftest import API, make_client, running_and_queued, stored_files, upload, wait_for
 from tests.server import run_refused
 
 
@@ -95,9 +95,7 @@ def test_shutdown_hands_running_and_queued_work_back_to_the_next_start(
     with make_client(settings) as client:
         done = upload(client, clips["short"]).json()["sessionId"]
         wait_for(client, done)
-        running = upload(client, clips["long"]).json()["sessionId"]
-        queued = upload(client, clips["short"]).json()["sessionId"]
-        wait_for(client, running, {"processing"})
+        running, queued = running_and_queued(client, clips)
         tasks = client.app.state.tasks  # type: ignore[attr-defined]
         started = time.monotonic()
     assert time.monotonic() - started < 3, "shutdown waited for the analysis to finish"
@@ -209,3 +207,34 @@ def test_a_database_that_refuses_writes_makes_health_degraded_until_it_recovers(
         with sqlite3.connect(db) as reader:
             assert reader.execute("SELECT id FROM sessions").fetchall() == []
         assert upload(client, clips["short"]).status_code == 202
+
+
+def test_uploads_are_refused_with_503_once_shutdown_has_begun(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    settings = Settings(storage_dir=tmp_path / "storage")
+    with make_client(settings) as client:
+        # What the lifespan runs on SIGTERM; requests still in flight then get this answer.
+        client.app.state.service.shutdown()  # type: ignore[attr-defined]
+        refused = upload(client, clips["short"])
+        assert refused.status_code == 503
+        assert refused.json() == {"detail": "The server is shutting down; try again shortly"}
+        assert stored_files(settings) == []
+
+
+def test_a_session_whose_video_vanished_fails_at_start_and_leaves_nothing(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    settings = Settings(storage_dir=tmp_path / "storage", max_workers=1)
+    with make_client(settings) as client:
+        running, queued = running_and_queued(client, clips)
+    folder = Path(settings.storage_dir) / queued
+    for video in folder.glob("video.*"):
+        video.unlink()
+    (folder / "leftover.jpg").write_bytes(b"partial")
+    with make_client(settings) as client:
+        status = client.get(f"{API}/status/{queued}").json()
+        assert status["status"] == "failed"
+        assert "lost" in status["error"]
+        assert not folder.exists()
+        assert wait_for(client, running)["status"] == "completed"
