@@ -1,9 +1,11 @@
 """The FastAPI application: configuration, life cycle, and the routes outside `/api/v1`.
 
-`lifespan` builds the session store, the task pool and the service from `Settings`, keeps them on
-`app.state`, sweeps expired sessions periodically and, on shutdown, cancels pending and running
-analyses and removes the files of unfinished sessions. Nothing heavy happens at import time:
-`create_app(settings)` gives each test a fresh application.
+`lifespan` takes the storage folder's lock (one server process per folder), builds the session
+store, the task pool and the service from `Settings`, keeps them on `app.state`, sweeps expired
+sessions periodically and, on shutdown, hands unfinished analyses back for the next start (see
+`VideoService.shutdown`). Nothing heavy happens at import time: `create_app(settings)` gives each
+test a fresh application. A start that must not go ahead (a bad setting, a folder in use) says
+why in one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import logs
 from async_api import (
@@ -34,14 +37,14 @@ from async_api import (
     signed_router,
     wait_for_disconnect,
 )
-from config import Settings
+from config import ConfigurationError, Settings, load_settings
 from observability import SessionEvents
 from observability import install as install_observability
 from schemas import AnalysisData, AnalysisType, HealthResponse
 from session_manager import SessionManager
 from signing import UrlSigner
 from task_manager import BackgroundTaskManager
-from video_service import VideoService, lower_thread_priority
+from video_service import StorageInUse, StorageLock, VideoService, lower_thread_priority
 
 logger = logging.getLogger(__name__)
 
@@ -70,40 +73,82 @@ async def _sweep_expired(service: VideoService, interval: float) -> None:
             logger.exception("expiry sweep failed")
 
 
+class _OneLineStartupRefusal:
+    """Make a refused start-up (StorageInUse) one line in uvicorn's log.
+
+    uvicorn logs the message of a failed lifespan start-up, and Starlette makes that message the
+    whole traceback; for a refusal we expect, the sentence is all a person needs.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent below, once the exception says what it was
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_failure)
+        except StorageInUse as exc:
+            held[:] = [{"type": "lifespan.startup.failed", "message": str(exc)}]
+            raise  # uvicorn says nothing more once the failure is reported; a TestClient raises
+        finally:
+            for message in held:
+                await send(message)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application; `settings` defaults to the environment's."""
-    settings = settings or Settings()
+    """Build the application; `settings` defaults to the environment's.
+
+    Raises:
+        ConfigurationError: without `settings`, an environment variable breaks its rule.
+    """
+    settings = settings or load_settings()
     configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sessions = await anyio.to_thread.run_sync(
-            SessionManager, Path(settings.storage_dir) / SESSIONS_DB
-        )
-        tasks = BackgroundTaskManager(
-            max_workers=settings.max_workers, initializer=lower_thread_priority
-        )
-        service = VideoService(
-            settings,
-            sessions,
-            tasks,
-            f"{API_PREFIX}/video/artifacts",
-            events=SessionEvents(app.state.metrics),
-        )
-        await anyio.to_thread.run_sync(service.start)
-        app.state.settings = settings
-        app.state.sessions = sessions
-        app.state.tasks = tasks
-        app.state.service = service
-        sweeper = asyncio.create_task(_sweep_expired(service, settings.cleanup_interval_seconds))
-        logger.info("ready: %d worker(s), storage in %s", settings.max_workers, service.storage)
+        storage = Path(settings.storage_dir).resolve()
+        # First of all: a second process on this folder must not resume our sessions.
+        lock = await anyio.to_thread.run_sync(StorageLock.acquire, storage)
         try:
-            yield
+            sessions = await anyio.to_thread.run_sync(SessionManager, storage / SESSIONS_DB)
+            tasks = BackgroundTaskManager(
+                max_workers=settings.max_workers, initializer=lower_thread_priority
+            )
+            service = VideoService(
+                settings,
+                sessions,
+                tasks,
+                f"{API_PREFIX}/video/artifacts",
+                events=SessionEvents(app.state.metrics),
+            )
+            await anyio.to_thread.run_sync(service.start)
+            app.state.settings = settings
+            app.state.sessions = sessions
+            app.state.tasks = tasks
+            app.state.service = service
+            sweeper = asyncio.create_task(
+                _sweep_expired(service, settings.cleanup_interval_seconds)
+            )
+            logger.info("ready: %d worker(s), storage in %s", settings.max_workers, storage)
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                await anyio.to_thread.run_sync(service.shutdown)
+                await anyio.to_thread.run_sync(sessions.close)
+                logger.info("shut down")
         finally:
-            sweeper.cancel()
-            await anyio.to_thread.run_sync(service.shutdown)
-            await anyio.to_thread.run_sync(sessions.close)
-            logger.info("shut down")
+            lock.release()
 
     app = FastAPI(
         title="Workout video analysis",
@@ -125,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # A cross-origin page could not read a 429's Retry-After otherwise.
             expose_headers=["Retry-After"],
         )
+    app.add_middleware(_OneLineStartupRefusal)
     register_error_handlers(app)
     install_observability(app)
     app.include_router(router, prefix=API_PREFIX)
@@ -136,13 +182,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The reference web page."""
         return FileResponse(STATIC_DIR / "index.html")
 
-    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    @app.get("/health", response_model=HealthResponse, tags=["service"], operation_id="health")
     async def health(request: Request) -> HealthResponse:
-        """Report that the service is up, with its load."""
+        """Report that the service is up, with its load; `degraded` while the session database
+        refuses writes."""
         service: VideoService = request.app.state.service
         counts = service.tasks.counts()
         return HealthResponse(
-            status="healthy",
+            status="healthy" if service.sessions.healthy else "degraded",
             running=counts["running"],
             queued=counts["queued"],
             sessions=len(service.sessions),
@@ -158,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "tags": ["synchronous"],
     }
 
-    @app.post("/analyze/highlights", **sync_route)
+    @app.post("/analyze/highlights", operation_id="analyze_highlights", **sync_route)
     async def analyze_highlights(request: Request, service: ServiceDep) -> dict[str, Any]:
         """Find a video's highlights and answer with the data (no session kept)."""
         return await service.analyze_now(
@@ -169,7 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client_gone=lambda: wait_for_disconnect(request),
         )
 
-    @app.post("/analyze/workout", **sync_route)
+    @app.post("/analyze/workout", operation_id="analyze_workout", **sync_route)
     async def analyze_workout(request: Request, service: ServiceDep) -> dict[str, Any]:
         """Analyse a video's sets and repetitions and answer with the data (no session kept)."""
         return await service.analyze_now(
@@ -183,4 +230,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app()
+    except ConfigurationError as exc:
+        # uvicorn imports this module to start the server: one line and a non-zero exit.
+        raise SystemExit(f"configuration error: {exc}") from None
+
+
+app = _app_from_environment()

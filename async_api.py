@@ -3,7 +3,8 @@ artifacts. Handlers are thin: they call `VideoService` and shape its answers int
 
 This module is also the one place where domain errors become HTTP answers
 (`register_error_handlers`), so every error is `{"detail": "..."}` with the right status and never
-shows a path, a stack trace or an exception's internals.
+shows a path, a stack trace or an exception's internals. The OpenAPI document says so too: every
+error status of every route references `ErrorResponse`, never FastAPI's validation array.
 
 Access: when API_KEY is set, every route needs the X-API-Key header, except that the artifacts and
 the event stream also open with a signed URL (`signing.py`), which is what the API hands out for
@@ -17,9 +18,11 @@ import asyncio
 import hmac
 import logging
 import mimetypes
+import os
 from collections.abc import AsyncIterable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -52,6 +55,7 @@ from video_service import (
     SessionNotFound,
     SessionNotReady,
     ShuttingDown,
+    StorageUnavailable,
     TooManyUploads,
     UnsupportedMediaType,
     VideoService,
@@ -174,10 +178,17 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "Unreadable video, bad analysis_type or params",
         429: "Too many videos waiting, or MAX_CONCURRENT_UPLOADS uploads under way; "
         "see Retry-After",
-        503: "Shutting down",
+        503: "Shutting down, or the session database cannot save new sessions right now",
         507: "Not enough disk space (DISK_RESERVE_MB is kept free)",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
+
+
+# FastAPI documents its validation array (HTTPValidationError) as the 422 of every route with a
+# parameter, but our handler answers {"detail": "<sentence>"}: say so instead.
+_INVALID_PARAMETERS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Invalid path or header parameters"}
+}
 
 
 UPLOAD_FORM: dict[str, Any] = {
@@ -221,13 +232,34 @@ signed_router = APIRouter(
 _AUTH = (401,)
 _SIGNED_AUTH = (401, 403)
 
+# OpenAPI links: what a client (and the stateful fuzzer) can do with the `sessionId` of a 202.
+_SESSION_LINKS = {
+    name: {
+        "operationId": operation_id,
+        "parameters": {"session_id": "$response.body#/sessionId"},
+        "description": description,
+    }
+    for name, operation_id, description in [
+        ("GetStatus", "get_status", "The session's status and progress"),
+        ("StreamEvents", "stream_events", "The session's status as Server-Sent Events"),
+        ("GetResults", "get_results", "The session's results, once completed"),
+        ("CancelSession", "cancel_session", "Cancel the session's analysis"),
+        ("CleanupSession", "cleanup_session", "Delete the session"),
+        ("GetArtifact", "get_artifact", "A thumbnail or the reel of the session"),
+    ]
+}
+
 
 @router.post(
     "/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadResponse,
-    responses=_errors(*_AUTH, 400, 408, 413, 415, 422, 429, 503, 507),
+    responses={
+        202: {"description": "The session, queued for analysis", "links": _SESSION_LINKS},
+        **_errors(*_AUTH, 400, 408, 413, 415, 422, 429, 503, 507),
+    },
     openapi_extra=multipart_body(UPLOAD_FORM),
+    operation_id="upload_video",
 )
 async def upload_video(request: Request, service: ServiceDep, signer: SignerDep) -> UploadResponse:
     """Upload a video and queue its analysis."""
@@ -257,7 +289,8 @@ async def upload_video(request: Request, service: ServiceDep, signer: SignerDep)
     "/status/{session_id}",
     response_model=StatusResponse,
     response_model_exclude_none=True,
-    responses=_errors(*_AUTH, 404),
+    responses={**_errors(*_AUTH, 404), **_INVALID_PARAMETERS},
+    operation_id="get_status",
 )
 async def get_status(session_id: str, service: ServiceDep) -> StatusResponse:
     """Get a session's status and progress."""
@@ -289,16 +322,46 @@ EVENTS_HEARTBEAT_SECONDS = 15.0
 EVENTS_POLL_SECONDS = 0.15
 
 
-def _json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+_ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+_STATUS_SCHEMA = {"$ref": "#/components/schemas/StatusResponse"}
+
+
+def _json_errors(errors: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
     """`_errors` for a route whose own media type is not JSON: its errors still are."""
-    schema = {"$ref": "#/components/schemas/ErrorResponse"}
     return {
         code: {
             "description": spec["description"],
-            "content": {"application/json": {"schema": schema}},
+            "content": {"application/json": {"schema": _ERROR_SCHEMA}},
         }
-        for code, spec in _errors(*codes).items()
+        for code, spec in errors.items()
     }
+
+
+def _sse_data(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
+# The two kinds of event the stream sends (heartbeats are SSE comments, not events).
+_EVENTS_ITEM_SCHEMA = {
+    "oneOf": [
+        {
+            "title": "status",
+            "description": "A change of status, progress or queue position; the data is the "
+            "status JSON. Sent without an `event:` line, so its type is the default `message`.",
+            "type": "object",
+            "properties": {"event": {"const": "message"}, "data": _sse_data(_STATUS_SCHEMA)},
+            "required": ["data"],
+        },
+        {
+            "title": "gone",
+            "description": "The session was cleaned up or expired; the last event, with data "
+            '{"detail": "Session not found"}.',
+            "type": "object",
+            "properties": {"event": {"const": "gone"}, "data": _sse_data(_ERROR_SCHEMA)},
+            "required": ["event", "data"],
+        },
+    ]
+}
 
 
 _EVENTS_EXAMPLE = (
@@ -310,6 +373,7 @@ _EVENTS_EXAMPLE = (
     '"progress":100,"message":"Analysis complete","analysisType":"workout",'
     '"createdAt":1795489366.16,"updatedAt":1795489372.40}\n\n'
 )
+_GONE_EXAMPLE = 'event: gone\ndata: {"detail":"Session not found"}\n\n'
 
 
 async def _existing_session(session_id: str, service: ServiceDep) -> str:
@@ -321,18 +385,27 @@ async def _existing_session(session_id: str, service: ServiceDep) -> str:
 @signed_router.get(
     "/events/{session_id}",
     response_class=EventSourceResponse,
-    response_model_exclude_none=True,
     responses={
         200: {
-            "description": "A stream of status events, ending after a terminal status",
-            "content": {"text/event-stream": {"example": _EVENTS_EXAMPLE}},
+            "description": "A stream of status events, ending after a terminal status, or "
+            "with a `gone` event when the session is cleaned up",
+            "content": {
+                "text/event-stream": {
+                    "itemSchema": _EVENTS_ITEM_SCHEMA,
+                    "examples": {
+                        "progress": {"value": _EVENTS_EXAMPLE},
+                        "gone": {"value": _GONE_EXAMPLE},
+                    },
+                }
+            },
         },
-        **_json_errors(*_SIGNED_AUTH, 404),
+        **_json_errors({**_errors(*_SIGNED_AUTH, 404), **_INVALID_PARAMETERS}),
     },
+    operation_id="stream_events",
 )
 async def stream_events(
     session_id: Annotated[str, Depends(_existing_session)], service: ServiceDep
-) -> AsyncIterable[StatusResponse]:
+) -> AsyncIterable[ServerSentEvent]:
     """Follow a session's status and progress as Server-Sent Events.
 
     Each event's data is the status JSON, sent once per change of status, progress or queue
@@ -347,19 +420,18 @@ async def stream_events(
             try:
                 current = status_of(service, session_id)
             except SessionNotFound as exc:
-                # Typed as StatusResponse for the OpenAPI item schema; FastAPI sends a
-                # ServerSentEvent as it is.
-                yield ServerSentEvent(event="gone", data=ErrorResponse(detail=str(exc)))  # type: ignore[misc]
+                yield ServerSentEvent(event="gone", data=ErrorResponse(detail=str(exc)))
                 return
             key = (current.status, current.progress, current.queuePosition)
             if key != last:
                 last = key
-                yield current
+                # The status endpoint's JSON, field for field (it leaves out the null ones).
+                yield ServerSentEvent(raw_data=current.model_dump_json(exclude_none=True))
                 if current.status.is_terminal:
                     return
                 heartbeat_due = loop.time() + EVENTS_HEARTBEAT_SECONDS
             elif loop.time() >= heartbeat_due:
-                yield ServerSentEvent(comment="heartbeat")  # type: ignore[misc]
+                yield ServerSentEvent(comment="heartbeat")
                 heartbeat_due = loop.time() + EVENTS_HEARTBEAT_SECONDS
             # Wake on the heartbeat's deadline, not up to a poll after it. (FastAPI also sends a
             # ": ping" after 15 s with nothing to send; clients ignore comments, so an extra one
@@ -374,7 +446,8 @@ async def stream_events(
     "/results/{session_id}",
     response_model=ResultsResponse,
     response_model_exclude_unset=True,
-    responses=_errors(*_AUTH, 400, 404),
+    responses={**_errors(*_AUTH, 400, 404), **_INVALID_PARAMETERS},
+    operation_id="get_results",
 )
 async def get_results(session_id: str, service: ServiceDep, signer: SignerDep) -> dict[str, Any]:
     """Get the analysis results of a completed session."""
@@ -401,7 +474,8 @@ def _sign_artifact_urls(data: dict[str, Any], signer: UrlSigner, session_id: str
 @router.post(
     "/cancel/{session_id}",
     response_model=CancelResponse,
-    responses=_errors(*_AUTH, 404, 409),
+    responses={**_errors(*_AUTH, 404, 409), **_INVALID_PARAMETERS},
+    operation_id="cancel_session",
 )
 async def cancel_session(session_id: str, service: ServiceDep) -> CancelResponse:
     """Cancel a queued or running analysis and delete its video and partial results."""
@@ -413,11 +487,33 @@ async def cancel_session(session_id: str, service: ServiceDep) -> CancelResponse
     )
 
 
-@router.delete("/cleanup/{session_id}", response_model=Message, responses=_errors(*_AUTH, 404))
+@router.delete(
+    "/cleanup/{session_id}",
+    response_model=Message,
+    responses={**_errors(*_AUTH, 404), **_INVALID_PARAMETERS},
+    operation_id="cleanup_session",
+)
 async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
     """Delete a session: stop its analysis, remove its files, record and results."""
     await service.cleanup(session_id)
     return Message(message="Session cleaned up successfully")
+
+
+class ArtifactFile(FileResponse):
+    """A FileResponse that answers 404 (JSON) when its file has vanished since the lookup (a
+    cleanup or an expiry in between), where Starlette's would raise and make it a 500."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            stat_result = await anyio.to_thread.run_sync(os.stat, self.path)
+        except FileNotFoundError:
+            missing = JSONResponse({"detail": str(ArtifactNotFound())}, status_code=404)
+            await missing(scope, receive, send)
+            return
+        # Given the stat, Starlette does not look again before it sends the headers.
+        self.stat_result = stat_result
+        self.set_stat_headers(stat_result)
+        await super().__call__(scope, receive, send)
 
 
 @signed_router.get(
@@ -429,7 +525,9 @@ async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
             "description": "A thumbnail (JPEG) or the highlight reel (MP4)",
         },
         **_errors(*_SIGNED_AUTH, 404),
+        **_INVALID_PARAMETERS,
     },
+    operation_id="get_artifact",
 )
 def get_artifact(session_id: str, name: str, service: ServiceDep) -> FileResponse:
     """Download a thumbnail or the highlight reel of a session."""
@@ -437,7 +535,7 @@ def get_artifact(session_id: str, name: str, service: ServiceDep) -> FileRespons
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     # Artifacts never change once written: let the browser keep them (privately, under a key:
     # PrivateCacheMiddleware).
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+    return ArtifactFile(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
 
 
 # -- errors → HTTP, in one place ----------------------------------------------------------------
@@ -456,6 +554,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     QueueFull: 429,
     TooManyUploads: 429,
     ShuttingDown: 503,
+    StorageUnavailable: 503,
     StorageFull: 507,
     ClientGone: 400,  # nobody receives it: the client has gone
 }

@@ -1,7 +1,9 @@
 """Service configuration: one typed, bounded `Settings` read from the environment.
 
-`app.py` builds it in `lifespan` (or takes one given to `create_app`, which is how the tests point
-storage at a temporary folder), so nothing is read at import time.
+`app.py` builds it with `load_settings()` when it creates the application (or takes one given to
+`create_app`, which is how the tests point storage at a temporary folder). A value that breaks
+its rule becomes a `ConfigurationError` whose message is one line naming the variable and the
+rule, which is all a person starting the server needs to read.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 
 class Settings(BaseSettings):
@@ -113,3 +116,60 @@ class Settings(BaseSettings):
     @property
     def disk_reserve_bytes(self) -> int:
         return self.disk_reserve_mb * 1024 * 1024
+
+
+class ConfigurationError(ValueError):
+    """A setting from the environment breaks its rule; the message names the variable."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment.
+
+    Raises:
+        ConfigurationError: a value is out of range or of the wrong type, e.g.
+            "MAX_WORKERS must be at least 1 (got 0)"; several problems are joined with "; ".
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError("; ".join(_describe(e) for e in exc.errors())) from None
+    except SettingsError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+# The rule each pydantic error type stands for, phrased after the variable's name.
+_RULES = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be greater than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+}
+# Never echoed back: the value is a secret.
+_SECRET = frozenset({"api_key"})
+
+
+def _plain(value: object) -> object:
+    # 0 reads better than 0.0 in a message about a bound.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _describe(error: ErrorDetails) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = field.upper() or "configuration"
+    template = _RULES.get(error["type"])
+    if template is not None:
+        bounds = {k: _plain(v) for k, v in error.get("ctx", {}).items()}
+        rule = template.format(**bounds)
+    else:
+        # A validator's own message ("Value error, ...") or pydantic's sentence.
+        message = error["msg"].removeprefix("Value error, ")
+        rule = f"is invalid: {message[:1].lower()}{message[1:]}"
+    if field in _SECRET or "input" not in error:
+        return f"{name} {rule}"
+    value = error["input"]
+    shown = f"'{value}'" if value == "" else str(value)
+    return f"{name} {rule} (got {shown})"

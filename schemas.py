@@ -131,11 +131,34 @@ class VideoMeta(BaseModel):
     frame_count: int
 
 
+class HighlightReason(StrEnum):
+    """Why a window is a highlight: a closed set, described in HIGHLIGHT_REASONS."""
+
+    HIGH_MOTION = "high_motion"
+    PEAK_INTENSITY = "peak_intensity"
+    SCENE_CHANGE = "scene_change"
+    LOW_MOTION = "low_motion"
+
+
+HIGHLIGHT_REASONS: dict[HighlightReason, str] = {
+    HighlightReason.HIGH_MOTION: "sustained movement across the window (a set in full swing)",
+    HighlightReason.PEAK_INTENSITY: "one short burst that towers over the rest of its window "
+    "(a jump, a throw)",
+    HighlightReason.SCENE_CHANGE: "the window contains a cut: the whole picture changes at once",
+    HighlightReason.LOW_MOTION: "little movement anywhere: the video's most active moments are "
+    "still quiet ones",
+}
+
+
 class HighlightOut(BaseModel):
     start: float
     end: float
     score: float = Field(ge=0, le=1)
-    reason: str
+    reason: HighlightReason = Field(
+        description="Why this window is a highlight. "
+        + "; ".join(f"`{r.value}`: {text}" for r, text in HIGHLIGHT_REASONS.items())
+        + "."
+    )
     thumbnail_url: str | None
     peak_time: float | None = None
 
@@ -304,7 +327,10 @@ class ResultsResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["healthy"]
+    status: Literal["healthy", "degraded"] = Field(
+        description="`degraded` while the session database refuses writes: changes are kept "
+        "in memory and retried, and uploads answer 503 until it recovers."
+    )
     running: int
     queued: int
     sessions: int

@@ -7,8 +7,10 @@ under the lock.
 
 With a `db_path`, the store writes through to SQLite so sessions survive a restart. Memory stays
 the fast path for reads; each change queues a snapshot (in order, under the lock) for one writer
-thread, which coalesces bursts of progress reports into one transaction. A crash loses at most
-the last few milliseconds of progress, never an accepted session.
+thread, which coalesces bursts of progress reports into one transaction. Changes that must not be
+lost (a new session, a terminal status) are followed by `flush(timeout)`, which returns once they
+are committed. A change the database refuses is kept and retried until it is written, never
+dropped; meanwhile `healthy` is False.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Session:
     updated_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    # How many times the process died while this session was processing (found so at start-up);
+    # a shutdown that hands the work back is not counted.
+    interruptions: int = 0
 
 
 # What `update_session` may change; the identity and the creation time are fixed.
@@ -91,15 +96,31 @@ class SessionManager:
             self._sessions = {s.id: s for s in self._writer.load()}
             self._writer.start()
 
-    def flush(self) -> None:
-        """Wait until every change so far is in the database (no-op without one)."""
-        if self._writer is not None:
-            self._writer.flush()
+    @property
+    def healthy(self) -> bool:
+        """False while changes cannot be written to the database (they are kept and retried)."""
+        return self._writer is None or self._writer.healthy
 
-    def close(self) -> None:
-        """Write what is pending and stop the writer; the store stays readable in memory."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every change made so far is committed to the database.
+
+        Args:
+            timeout: the most seconds to wait; None waits as long as it takes.
+
+        Returns:
+            True when they are committed (always, without a database); False when the deadline
+            passed first or the database is failing right now. The changes stay queued either
+            way and are written once it can be done.
+        """
+        if self._writer is None:
+            return True
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is pending (retrying a failing database for up to `timeout` seconds) and
+        stop the writer; the store stays readable in memory."""
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close(timeout)
             self._writer = None
 
     def _persist_locked(self, session_id: str, session: Session | None) -> None:
@@ -263,19 +284,47 @@ def _from_json(text: str) -> Session:
 _STOP = object()
 
 
+@dataclass
+class _Flush:
+    """A flush request in the writer's queue: `done` is set once the changes queued before it
+    are committed (`committed` True) or an attempt to commit them failed."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    committed: bool = False
+
+
+# How long a write waits for another connection's lock before it counts as a failure.
+_BUSY_TIMEOUT_SECONDS = 1.0
+# Retries of a failing write back off from the first delay to the last, doubling.
+_RETRY_FIRST_SECONDS = 0.05
+_RETRY_LAST_SECONDS = 2.0
+
+
 class _Writer:
-    """One thread that owns the SQLite connection and applies queued changes in order."""
+    """One thread that owns the SQLite connection and applies queued changes in order.
+
+    A batch the database refuses stays pending (newer changes of the same session replace it)
+    and is retried with backoff on a fresh connection; flushes wait until it is written.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="session-writer", daemon=True)
+        # Written by the writer thread only; a bool is read atomically elsewhere.
+        self._failing = False
+        self._close_timeout = 0.0
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, data TEXT)")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self._path,
+            timeout=_BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         # WAL: a crash mid-write leaves the last committed state, and commits are cheap.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -294,54 +343,110 @@ class _Writer:
         finally:
             db.close()
 
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and not self._failing
+
     def start(self) -> None:
         self._thread.start()
 
     def put(self, session_id: str, data: str | None) -> None:
         self._queue.put((session_id, data))
 
-    def flush(self) -> None:
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait()
+    def flush(self, timeout: float | None) -> bool:
+        if not self.healthy:
+            return False  # nothing is committed until the fault clears: no point waiting
+        waiter = _Flush()
+        self._queue.put(waiter)
+        return waiter.done.wait(timeout) and waiter.committed
 
-    def close(self) -> None:
+    def close(self, timeout: float) -> None:
         if self._thread.is_alive():
+            self._close_timeout = timeout
             self._queue.put(_STOP)
             self._thread.join()
 
     def _run(self) -> None:
-        db = self._connect()
+        db: sqlite3.Connection | None = None
+        pending: dict[str, str | None] = {}  # latest state per session, not yet committed
+        waiters: list[_Flush] = []
+        stop_at: float | None = None
+        retry_at = 0.0
+        delay = _RETRY_FIRST_SECONDS
         try:
             while True:
-                items = [self._queue.get()]
+                # Block for new changes; while a batch waits for its retry, only until then (or
+                # until the close deadline).
+                wait = None
+                if pending:
+                    until = retry_at if stop_at is None else min(retry_at, stop_at)
+                    wait = max(0.0, until - time.monotonic())
+                try:
+                    items = [self._queue.get(timeout=wait)]
+                except queue.Empty:
+                    items = []
                 while True:  # take whatever else is waiting: one transaction for a burst
                     try:
                         items.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                latest: dict[str, str | None] = {}
-                waiters, stop = [], False
                 for item in items:
                     if item is _STOP:
-                        stop = True
-                    elif isinstance(item, threading.Event):
+                        stop_at = time.monotonic() + self._close_timeout
+                    elif isinstance(item, _Flush):
                         waiters.append(item)
                     else:
-                        latest[item[0]] = item[1]
-                self._apply(db, latest)
-                for waiter in waiters:
-                    waiter.set()
-                if stop:
+                        pending[item[0]] = item[1]
+                if pending and time.monotonic() >= retry_at:
+                    try:
+                        db = db or self._connect()
+                        self._apply(db, pending)
+                    except (sqlite3.Error, OSError):
+                        if not self._failing:
+                            logger.exception(
+                                "could not write %d session change(s) to the database; "
+                                "retrying until it works",
+                                len(pending),
+                            )
+                        self._failing = True
+                        if db is not None:
+                            db.close()
+                            db = None  # a fresh connection for the retry
+                        retry_at = time.monotonic() + delay
+                        delay = min(_RETRY_LAST_SECONDS, delay * 2)
+                        # Their changes are not in yet: tell the flushes now, not at their
+                        # deadlines (the changes stay pending).
+                        for waiter in waiters:
+                            waiter.done.set()
+                        waiters.clear()
+                    else:
+                        pending.clear()
+                        if self._failing:
+                            logger.warning("session database writes work again")
+                        self._failing = False
+                        delay = _RETRY_FIRST_SECONDS
+                if not pending:
+                    # Everything queued before these flushes is committed.
+                    for waiter in waiters:
+                        waiter.committed = True
+                        waiter.done.set()
+                    waiters.clear()
+                    if stop_at is not None:
+                        return
+                elif stop_at is not None and time.monotonic() >= stop_at:
+                    logger.error(
+                        "shutting down with %d session change(s) the database refused",
+                        len(pending),
+                    )
                     return
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
-    def _apply(self, db: sqlite3.Connection, latest: dict[str, str | None]) -> None:
-        if not latest:
-            return
+    @staticmethod
+    def _apply(db: sqlite3.Connection, latest: dict[str, str | None]) -> None:
         try:
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             for session_id, data in latest.items():
                 if data is None:
                     db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
@@ -351,8 +456,10 @@ class _Writer:
                         (session_id, data),
                     )
             db.execute("COMMIT")
-        except sqlite3.Error:
-            # Memory stays right; the next change of each session writes it again.
-            logger.exception("could not write %d session(s) to the database", len(latest))
+        except BaseException:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the connection is dropped and a fresh one retries the batch
+            raise

@@ -3,6 +3,8 @@
 `BackgroundTaskManager` wraps `concurrent.futures.ThreadPoolExecutor` and adds what the executor
 lacks: a status per task id, cooperative cancellation of running work through a per-task
 `threading.Event`, the queue position of waiting tasks, and a bounded memory of finished ones.
+A task stopped by `cancel_task` ends `cancelled`; one stopped because the pool shut down ends
+`interrupted` (nobody cancelled it: its owner may run it again after a restart).
 
 A task counts as `running` from the moment a free worker is certain to take it, not from the
 moment the thread gets scheduled: the counts of running and queued tasks are kept under the lock,
@@ -11,6 +13,7 @@ so `submit_task` followed by `get_task_status` answers the same thing every time
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -34,9 +37,12 @@ class TaskStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
 
 
-_FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_FINISHED = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED}
+)
 
 
 @dataclass
@@ -45,6 +51,8 @@ class _Task:
     cancel_event: threading.Event
     status: TaskStatus
     future: Future[Any] | None = None
+    # What the task reports once it stops because its event was set: the first reason given.
+    stop_reason: TaskStatus | None = None
     result: Any = None
     error: str | None = None
     submitted_at: float = field(default_factory=time.time)
@@ -147,17 +155,20 @@ class BackgroundTaskManager:
         status, result, error = TaskStatus.COMPLETED, None, None
         try:
             if task.cancel_event.is_set():
-                status = TaskStatus.CANCELLED
+                status = task.stop_reason or TaskStatus.CANCELLED
                 return None
             result = fn(*args, **kwargs)
             if task.cancel_event.is_set():
-                status = TaskStatus.CANCELLED
+                status = task.stop_reason or TaskStatus.CANCELLED
             return result
         except BaseException as exc:
             if task.cancel_event.is_set():
                 # Stopping because we asked it to is not a failure.
-                status = TaskStatus.CANCELLED
-                logger.info("task %s stopped after cancellation", task.session_id)
+                status = task.stop_reason or TaskStatus.CANCELLED
+                if status == TaskStatus.INTERRUPTED:
+                    logger.info("task %s stopped for the shutdown", task.session_id)
+                else:
+                    logger.info("task %s stopped after cancellation", task.session_id)
             else:
                 status, error = TaskStatus.FAILED, f"{type(exc).__name__}: {exc}"
                 logger.exception("task %s failed", task.session_id)
@@ -194,14 +205,19 @@ class BackgroundTaskManager:
             task = self._tasks.get(session_id)
             if task is None or task.status in _FINISHED:
                 return False
-            task.cancel_event.set()
-            if task.status == TaskStatus.QUEUED:
-                assert task.future is not None
-                # The executor has not started it; cancel() drops it from its queue.
-                if task.future.cancel():
-                    self._queue.pop(session_id, None)
-                    self._finish_locked(task, TaskStatus.CANCELLED)
+            self._stop_locked(task, TaskStatus.CANCELLED)
             return True
+
+    def _stop_locked(self, task: _Task, reason: TaskStatus) -> None:
+        if task.stop_reason is None:
+            task.stop_reason = reason
+        task.cancel_event.set()
+        if task.status == TaskStatus.QUEUED:
+            assert task.future is not None
+            # The executor has not started it; cancel() drops it from its queue.
+            if task.future.cancel():
+                self._queue.pop(task.session_id, None)
+                self._finish_locked(task, task.stop_reason)
 
     def wait(self, session_id: str, timeout: float | None = None) -> bool:
         """Block until the task is finished; True when it is (or is unknown).
@@ -271,13 +287,37 @@ class BackgroundTaskManager:
 
     # -- stopping ---------------------------------------------------------------------------
 
-    def shutdown(self, wait: bool = True, cancel_pending: bool = True) -> None:
-        """Stop accepting tasks; with `cancel_pending`, drop the queued ones and ask the running
-        ones to stop; with `wait`, return once every worker has finished."""
+    def shutdown(
+        self, wait: bool = True, cancel_pending: bool = True, timeout: float | None = None
+    ) -> bool:
+        """Stop accepting tasks.
+
+        Args:
+            wait: return once every worker has finished (or `timeout` has passed).
+            cancel_pending: drop the queued tasks and ask the running ones to stop; they end
+                `interrupted`, not `cancelled`.
+            timeout: with `wait`, the most seconds to wait; None waits as long as it takes.
+
+        Returns:
+            False when `timeout` passed with a task still running; True otherwise.
+        """
         with self._lock:
             self._shutdown = True
-            tasks = list(self._tasks.values())
-        if cancel_pending:
-            for task in tasks:
-                self.cancel_task(task.session_id)
-        self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
+            if cancel_pending:
+                for task in list(self._tasks.values()):
+                    if task.status not in _FINISHED:
+                        self._stop_locked(task, TaskStatus.INTERRUPTED)
+            futures = [
+                t.future
+                for t in self._tasks.values()
+                if t.status not in _FINISHED and t.future is not None
+            ]
+        # Not `cancel_futures`: the executor would also drop a task counted as running that no
+        # thread has picked up yet, and its record would stay `running` for ever. Queued ones are
+        # dropped above; the rest see their event at once and finish through `_run`.
+        if not wait or timeout is None:
+            self._executor.shutdown(wait=wait)
+            return True
+        self._executor.shutdown(wait=False)
+        _, not_done = concurrent.futures.wait(futures, timeout)
+        return not not_done

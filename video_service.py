@@ -1,15 +1,22 @@
 """Orchestration: an upload becomes a session, a session becomes an analysis in the pool, and
-every way a session ends (completed, failed, cancelled, cleaned up, expired, shut down) leaves
-the disk as it should.
+every way a session ends (completed, failed, cancelled, cleaned up, expired) leaves the disk as
+it should. A shutdown is not an end: running and queued analyses are handed back, keep their
+videos, and the next start resumes them.
 
 It owns the storage layout (`STORAGE_DIR/<session id>/`, named by the server, never by the
-client) and the domain errors the API maps to HTTP answers in one place (`async_api.py`). It
-knows nothing of HTTP itself.
+client, and `STORAGE_DIR/server.lock`, which keeps a second process off the folder) and the
+domain errors the API maps to HTTP answers in one place (`async_api.py`). It knows nothing of
+HTTP itself.
+
+What a client was told survives a crash: a new session is committed to the database before the
+upload answers, a result is committed before the video it came from is deleted, a cancel or a
+cleanup is committed before it answers, and a failure is committed as soon as it is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import json
 import logging
@@ -46,8 +53,20 @@ from uploads import StorageFull, UploadTooLarge, free_bytes, receive_upload
 
 logger = logging.getLogger(__name__)
 
-# How long cancel and cleanup wait for a running analysis to notice, before removing its files.
+# How long cancel, cleanup and shutdown wait for a running analysis to notice its stop event.
 _STOP_WAIT_SECONDS = 2.0
+# How long a change that must be durable waits for its database commit.
+_COMMIT_WAIT_SECONDS = 5.0
+# A session found `processing` at start-up this many times fails instead of running again: the
+# process died while analysing it each time, and a video that kills the process must not keep
+# the service in a restart loop.
+_MAX_INTERRUPTIONS = 2
+_INTERRUPTED_TOO_OFTEN = (
+    "The analysis was interrupted twice (the server stopped while analysing this video); "
+    "upload it again or contact support"
+)
+_REQUEUED = "Queued again after a server restart"
+_LOCK_NAME = "server.lock"
 _UPLOAD_NAME = "upload.part"
 # Room for the form's boundaries, headers and small fields beside the file itself.
 _FORM_OVERHEAD = 1024 * 1024
@@ -139,6 +158,56 @@ class ArtifactNotFound(ServiceError):
 class ShuttingDown(ServiceError):
     def __init__(self) -> None:
         super().__init__("The server is shutting down; try again shortly")
+
+
+class StorageUnavailable(ServiceError):
+    """The session database cannot save a new session right now (503)."""
+
+    def __init__(self) -> None:
+        super().__init__("The server cannot save new sessions right now; try again shortly")
+
+
+class StorageInUse(Exception):
+    """Another server process holds the storage folder: this one must not start."""
+
+
+class StorageLock:
+    """An exclusive `flock` on `STORAGE_DIR/server.lock`, held for the life of the process.
+
+    Two servers on one folder would each resume the other's sessions and delete each other's
+    files. The kernel drops the lock when its process dies, so a crash never leaves it stale.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, storage: Path) -> StorageLock:
+        """Take the lock of `storage` (created if missing) and write our pid into it.
+
+        Raises:
+            StorageInUse: another process holds it; the message names its pid.
+        """
+        storage.mkdir(parents=True, exist_ok=True)
+        fd = os.open(storage / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StorageInUse(
+                f"STORAGE_DIR {storage} is in use by another server (pid {holder}); "
+                "give each server its own STORAGE_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        """Let another process take the folder (closing the file drops the lock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -304,31 +373,58 @@ class VideoService:
         """Create the storage folder, resume what a restart interrupted, and remove session
         folders that no session owns.
 
-        Sessions that were queued are queued again; those that were processing start over from
+        Sessions that were queued (a shutdown hands its running analyses back as queued) are
+        queued again. Those still `processing` were interrupted by a crash: they start over from
         their saved video (their progress shows no step back: it resumes moving once the new
-        run passes it). A session whose video is gone fails with a message that says so.
+        run passes it), unless that is the _MAX_INTERRUPTIONS-th time, when they fail. A session
+        whose result was saved before the crash completes; one whose video is gone fails with a
+        message that says so.
         """
         self.storage.mkdir(parents=True, exist_ok=True)
+        ended: list[str] = []
         for session in self.sessions.list_sessions():
+            if session.status == SessionStatus.COMPLETED:
+                # The result was committed but the crash came before the video was deleted.
+                _unlink_quietly(Path(session.video_path))
+                continue
             if session.status.is_terminal:
                 continue
-            if not Path(session.video_path).is_file():
-                self.sessions.update_session(
+            if session.result is not None:
+                self._complete_saved(session)
+                continue
+            interruptions = session.interruptions
+            if session.status == SessionStatus.PROCESSING:
+                interruptions += 1
+                logger.warning(
+                    "session %s was interrupted while processing (%d time(s))",
                     session.id,
-                    status=SessionStatus.FAILED,
-                    error="The video was lost when the server restarted; upload it again",
-                    message="Analysis failed",
-                    finished_at=time.time(),
+                    interruptions,
                 )
+            if interruptions >= _MAX_INTERRUPTIONS:
+                self._fail_at_start(session.id, _INTERRUPTED_TOO_OFTEN, interruptions)
+                ended.append(session.id)
+                continue
+            if not Path(session.video_path).is_file():
+                self._fail_at_start(
+                    session.id,
+                    "The video was lost when the server restarted; upload it again",
+                    interruptions,
+                )
+                ended.append(session.id)
                 continue
             logger.info("resuming session %s (was %s)", session.id, session.status.value)
             self.sessions.update_session(
                 session.id,
                 status=SessionStatus.QUEUED,
-                message="Queued again after a server restart",
+                message=_REQUEUED,
                 started_at=None,
+                interruptions=interruptions,
             )
             self._submit(session.id)
+        if ended:
+            self._commit()  # start-up serves no request yet: no one sees them half-ended
+            for session_id in ended:
+                self._remove_files(session_id)
         known = {s.id for s in self.sessions.list_sessions()}
         for entry in self.storage.iterdir():
             # Only server-made (uuid) names are ours to delete: STORAGE_DIR may be shared.
@@ -336,21 +432,64 @@ class VideoService:
                 logger.info("removing orphaned session folder %s", entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
 
+    def _fail_at_start(self, session_id: str, error: str, interruptions: int) -> None:
+        logger.warning("session %s failed at start-up: %s", session_id, error)
+        self.sessions.update_session(
+            session_id,
+            status=SessionStatus.FAILED,
+            error=error,
+            message="Analysis failed",
+            finished_at=time.time(),
+            interruptions=interruptions,
+        )
+
+    def _complete_saved(self, session: Session) -> None:
+        logger.info("session %s completes from its saved result", session.id)
+        _unlink_quietly(Path(session.video_path))
+        self.sessions.update_session(
+            session.id,
+            status=SessionStatus.COMPLETED,
+            progress=100,
+            message="Analysis complete",
+            finished_at=time.time(),
+        )
+
     def shutdown(self) -> None:
-        """Refuse new work, cancel queued and running analyses, remove their files."""
+        """Refuse new uploads and hand the work back for the next start.
+
+        Running analyses are stopped through their cancel events, queued ones are dropped from
+        the pool; all keep their videos and are recorded as queued, so the next start resumes
+        them (and, unlike a crash, a shutdown does not count towards _MAX_INTERRUPTIONS). Waits
+        at most _STOP_WAIT_SECONDS for the analyses to stop.
+        """
         self._accepting = False
-        unfinished = [s for s in self.sessions.list_sessions() if not s.status.is_terminal]
+        if not self.tasks.shutdown(wait=True, cancel_pending=True, timeout=_STOP_WAIT_SECONDS):
+            logger.warning(
+                "analyses still running after %.1fs; handing them back anyway", _STOP_WAIT_SECONDS
+            )
+        unfinished = self.sessions.list_sessions(SessionStatus.QUEUED)
+        unfinished += self.sessions.list_sessions(SessionStatus.PROCESSING)
         for session in unfinished:
+            if session.result is not None:
+                continue  # saved before the stop: the next start completes it
             self.sessions.update_session(
                 session.id,
                 expect_status=frozenset({SessionStatus.QUEUED, SessionStatus.PROCESSING}),
-                status=SessionStatus.CANCELLED,
-                message="Cancelled: the server shut down",
-                finished_at=time.time(),
+                status=SessionStatus.QUEUED,
+                message=_REQUEUED,
+                started_at=None,
             )
-        self.tasks.shutdown(wait=True, cancel_pending=True)
-        for session in unfinished:
-            self._remove_files(session.id)
+        if unfinished:
+            logger.info("handed %d session(s) back for the next start", len(unfinished))
+        self._commit()
+
+    def _commit(self) -> bool:
+        """Wait for the session changes so far to reach the database; False (logged) when they
+        did not within _COMMIT_WAIT_SECONDS (they stay queued and are retried)."""
+        if self.sessions.flush(_COMMIT_WAIT_SECONDS):
+            return True
+        logger.warning("session changes are not in the database yet; they will be retried")
+        return False
 
     # -- uploads -------------------------------------------------------------------------------
 
@@ -358,6 +497,8 @@ class VideoService:
         """Raise before reading a body the service could not queue anyway."""
         if not self._accepting:
             raise ShuttingDown()
+        if not self.sessions.healthy:
+            raise StorageUnavailable()
         counts = self.tasks.counts()
         busy = counts["running"] >= self.tasks.max_workers
         if busy and counts["queued"] >= self.settings.max_queued:
@@ -452,6 +593,9 @@ class VideoService:
                 session_id=session_id,
                 work_dir=str(video_path.parent),
             )
+            # The 202 promises the session: it must survive a crash from the moment it is sent.
+            if not await anyio.to_thread.run_sync(self.sessions.flush, _COMMIT_WAIT_SECONDS):
+                raise StorageUnavailable()
             self.events.upload_accepted(session_id, analysis_type.value, video_path.stat().st_size)
             self._submit(session_id)
         except BaseException:
@@ -478,6 +622,9 @@ class VideoService:
         session = self.sessions.get_session(session_id, with_result=False)
         if not started or session is None:
             return  # cancelled or cleaned up before a worker took it
+        # Committed before the work starts: if this video takes the process down, the next
+        # start finds the session `processing` and counts the interruption.
+        self._commit()
         run = self.events.analysis_started(session)
 
         def on_progress(percent: int, message: str) -> None:
@@ -501,9 +648,13 @@ class VideoService:
             )
             data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
         except BaseException as exc:
-            # Stopping because we were asked to is not a failure: cancel already says so.
+            # Stopping because we were asked to (a cancel, or the shutdown handing the work
+            # back) is not a failure.
             if not (isinstance(exc, AnalysisCancelled) or cancel_event.is_set()):
-                self.sessions.update_session(
+                # The files go first, so a session seen `failed` has none left; a crash in
+                # between leaves it `processing` without a video, which the next start fails.
+                self._remove_files(session_id)
+                failed = self.sessions.update_session(
                     session_id,
                     expect_status=SessionStatus.PROCESSING,
                     status=SessionStatus.FAILED,
@@ -511,26 +662,51 @@ class VideoService:
                     message="Analysis failed",
                     finished_at=time.time(),
                 )
-            self._remove_files(session_id)
+                if failed:
+                    self._commit()
+            else:
+                self._remove_files_if_ended(session_id)
             run.ended(self.sessions.get_session(session_id, with_result=False), error=exc)
             raise
-        # The artifacts are what the client fetches from now on: the source video goes before
-        # the session says "completed", so a completed session never has one on disk.
-        _unlink_quietly(Path(session.video_path))
-        completed = self.sessions.update_session(
+        # The result is committed while the session is still `processing`, before the video it
+        # came from goes: a crash in between finds it at the next start, which completes the
+        # session. If the database does not take it, the video stays for a re-run.
+        # `queued` too: a shutdown may have handed the session back just as the analysis ended,
+        # and a finished result is better kept than run again.
+        live = frozenset({SessionStatus.PROCESSING, SessionStatus.QUEUED})
+        saved = self.sessions.update_session(
             session_id,
-            expect_status=SessionStatus.PROCESSING,
+            expect_status=live,
+            message="Saving the results",
+            result=data,
+            artifacts=tuple(result.artifacts),
+        )
+        if saved and self._commit():
+            _unlink_quietly(Path(session.video_path))
+        # "completed" comes after the video is gone, so a completed session never has one.
+        completed = saved and self.sessions.update_session(
+            session_id,
+            expect_status=live,
             status=SessionStatus.COMPLETED,
             progress=100,
             message="Analysis complete",
-            result=data,
-            artifacts=tuple(result.artifacts),
             finished_at=time.time(),
         )
-        if not completed:
-            self._remove_files(session_id)
+        if completed:
+            self._commit()
+        else:
+            # Cancelled or cleaned up meanwhile: no result outlives it.
+            self.sessions.update_session(session_id, result=None, artifacts=())
+            self._remove_files_if_ended(session_id)
         final = self.sessions.get_session(session_id, with_result=False)
         run.ended(final, video_seconds=result.video.duration)
+
+    def _remove_files_if_ended(self, session_id: str) -> None:
+        """Remove a session's files once it has ended or is gone; a session handed back by the
+        shutdown (queued or processing) keeps its video for the next start."""
+        session = self.sessions.get_session(session_id, with_result=False)
+        if session is None or session.status.is_terminal:
+            self._remove_files(session_id)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -610,6 +786,9 @@ class VideoService:
     def _stop_and_remove_files(self, session_id: str) -> None:
         if not self.tasks.wait(session_id, timeout=_STOP_WAIT_SECONDS):
             logger.warning("session %s did not stop in %.1fs", session_id, _STOP_WAIT_SECONDS)
+        # Its end is recorded before its files go: a crash in between must not leave a
+        # session whose video has vanished.
+        self._commit()
         self._remove_files(session_id)
 
     def _remove_files(self, session_id: str) -> None:

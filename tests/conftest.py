@@ -3,8 +3,9 @@ runs, and real clips written by OpenCV once per test run."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +68,46 @@ def upload(client: TestClient, path: Path, name: str | None = None, **form: str)
         return client.post(f"{API}/upload", files=files, data=form)
 
 
+def follow(
+    client: TestClient,
+    session_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float = 60,
+) -> list[dict[str, Any]]:
+    """Poll the status endpoint until `until(body)` holds; every body seen, in order. Fails
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while True:
+        seen.append(client.get(f"{API}/status/{session_id}").json())
+        if until(seen[-1]):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session stuck in {seen[-1]}")
+        time.sleep(0.01)
+
+
 def wait_for(
     client: TestClient, session_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
 ) -> dict[str, Any]:
     """Poll the status endpoint until the session is in one of `statuses`."""
+    return follow(client, session_id, lambda body: body.get("status") in statuses, timeout)[-1]
+
+
+def running_and_queued(client: TestClient, clips: dict[str, Path]) -> tuple[str, str]:
+    """With one worker: a long analysis under way and a short one waiting behind it."""
+    running = upload(client, clips["long"]).json()["sessionId"]
+    queued = upload(client, clips["short"]).json()["sessionId"]
+    wait_for(client, running, {"processing"})
+    return running, queued
+
+
+def join_all(threads: Iterable[threading.Thread], timeout: float = 60) -> None:
+    """Join every thread; fail (instead of hanging) if one still runs after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"{API}/status/{session_id}").json()
-        if body.get("status") in statuses:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session stuck in {body}")
-        time.sleep(0.02)
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        assert not thread.is_alive(), f"{thread.name} still running after {timeout} s"
 
 
 def stored_files(settings: Settings) -> list[Path]:

@@ -60,6 +60,20 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
+def run_refused(env: dict[str, str], log: Path, timeout: float = 30) -> tuple[int, str]:
+    """Start a server that is expected to refuse to start; returns its exit code and its output.
+    Fails if it is still running after `timeout` seconds."""
+    with open(log, "wb") as out:
+        process = launch(free_port(), env, out)
+        try:
+            code = process.wait(timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    return code, log.read_text()
+
+
 class Server:
     """A uvicorn process serving `app:app` (or `app`); `start`, `kill`, `terminate`, `url`."""
 

@@ -11,7 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config import Settings
-from tests.conftest import API, make_client, stored_files, upload, wait_for
+from tests.conftest import (
+    API,
+    follow,
+    join_all,
+    make_client,
+    running_and_queued,
+    stored_files,
+    upload,
+    wait_for,
+)
 
 # -- the happy path ------------------------------------------------------------------------------
 
@@ -34,10 +43,7 @@ def test_upload_then_status_then_results_of_a_full_analysis(
     client: TestClient, clips: dict[str, Path], settings: Settings
 ) -> None:
     session_id = upload(client, clips["reps"], analysis_type="full").json()["sessionId"]
-    seen: list[dict] = []
-    while not seen or seen[-1]["status"] not in ("completed", "failed"):
-        seen.append(client.get(f"{API}/status/{session_id}").json())
-        time.sleep(0.01)
+    seen = follow(client, session_id, lambda body: body["status"] in ("completed", "failed"))
     final = seen[-1]
     assert final["status"] == "completed", final
     assert final["progress"] == 100
@@ -116,13 +122,8 @@ def test_params_reach_the_analysis(client: TestClient, clips: dict[str, Path]) -
 
 def test_progress_is_reported_per_segment(client: TestClient, clips: dict[str, Path]) -> None:
     session_id = upload(client, clips["long"], params='{"segment_seconds": 10}').json()["sessionId"]
-    messages = set()
-    while True:
-        body = client.get(f"{API}/status/{session_id}").json()
-        messages.add(body["message"])
-        if body["status"] == "completed":
-            break
-        time.sleep(0.01)
+    seen = follow(client, session_id, lambda body: body["status"] == "completed")
+    messages = {body["message"] for body in seen}
     segment_messages = [m for m in messages if m.startswith("Analyzing segment ")]
     assert len(segment_messages) >= 3, messages
     assert all(m.endswith("/12") for m in segment_messages), segment_messages
@@ -143,8 +144,7 @@ def test_three_concurrent_uploads_all_complete(
     threads = [threading.Thread(target=send, args=(k,)) for k in ("highlights", "workout", "full")]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    join_all(threads)
     assert len(set(ids)) == 3
     for session_id in ids:
         assert wait_for(client, session_id)["status"] == "completed"
@@ -160,9 +160,8 @@ def test_cancel_mid_processing_stops_work_frees_the_worker_and_removes_files(
     settings = Settings(storage_dir=tmp_path / "storage", max_workers=1)
     with make_client(settings) as client:
         session_id = upload(client, clips["long"]).json()["sessionId"]
-        body = wait_for(client, session_id, {"processing"})
-        while body["progress"] < 5:  # well into the analysis
-            body = client.get(f"{API}/status/{session_id}").json()
+        # Well into the analysis.
+        follow(client, session_id, lambda b: b["status"] == "processing" and b["progress"] >= 5)
         started = time.monotonic()
         response = client.post(f"{API}/cancel/{session_id}")
         assert response.status_code == 200
@@ -274,9 +273,7 @@ def test_results_while_not_completed_are_400_with_the_status(
 ) -> None:
     settings = Settings(storage_dir=tmp_path / "storage", max_workers=1)
     with make_client(settings) as client:
-        running = upload(client, clips["long"]).json()["sessionId"]
-        queued = upload(client, clips["short"]).json()["sessionId"]
-        wait_for(client, running, {"processing"})
+        running, queued = running_and_queued(client, clips)
         for session_id, status in ((running, "processing"), (queued, "queued")):
             response = client.get(f"{API}/results/{session_id}")
             assert response.status_code == 400
@@ -435,3 +432,87 @@ def test_health_reports_the_load(client: TestClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "healthy", "running": 0, "queued": 0, "sessions": 0}
+
+
+# -- artifacts that vanish, and the documented error bodies ----------------------------------------
+
+
+def test_an_artifact_removed_from_disk_is_404_not_500(
+    client: TestClient, clips: dict[str, Path], settings: Settings
+) -> None:
+    session_id = upload(client, clips["short"]).json()["sessionId"]
+    wait_for(client, session_id)
+    url = client.get(f"{API}/results/{session_id}").json()["data"]["highlights"][0]["thumbnail_url"]
+    assert client.get(url).status_code == 200
+    (Path(settings.storage_dir) / session_id / url.rsplit("/", 1)[1]).unlink()
+    response = client.get(url)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Artifact not found"}
+
+
+def test_an_artifact_that_vanishes_between_lookup_and_response_is_404(
+    client: TestClient, clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session_id = upload(client, clips["short"]).json()["sessionId"]
+    wait_for(client, session_id)
+    url = client.get(f"{API}/results/{session_id}").json()["data"]["highlights"][0]["thumbnail_url"]
+    service = client.app.state.service  # type: ignore[attr-defined]
+    lookup = service.artifact_path
+
+    def lookup_then_lose(session_id: str, name: str) -> Path:
+        path = lookup(session_id, name)  # the real lookup finds the file...
+        path.unlink()  # ...and a cleanup removes it before the response is sent
+        return path
+
+    monkeypatch.setattr(service, "artifact_path", lookup_then_lose)
+    response = client.get(url)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Artifact not found"}
+
+
+def test_every_documented_error_is_our_error_body(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(document)
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    checked = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("parameters") or "requestBody" in operation:
+                assert "422" in operation["responses"], f"{method} {path} documents no 422"
+            for code, response in operation["responses"].items():
+                if int(code) < 400:
+                    continue
+                content = response.get("content", {})
+                assert list(content) == ["application/json"], f"{method} {path} {code}"
+                assert content["application/json"]["schema"] == error, f"{method} {path} {code}"
+                checked += 1
+    assert checked > 30
+
+
+def test_an_upload_links_its_session_id_to_every_session_operation(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    links = document["paths"][f"{API}/upload"]["post"]["responses"]["202"]["links"]
+    operations = {
+        op["operationId"]: (path, method)
+        for path, ops in document["paths"].items()
+        for method, op in ops.items()
+    }
+    targets = set()
+    for link in links.values():
+        assert link["parameters"] == {"session_id": "$response.body#/sessionId"}
+        path, _ = operations[link["operationId"]]
+        targets.add(path.removeprefix(API).split("/")[1])
+    assert targets == {"status", "events", "results", "cancel", "cleanup", "artifacts"}
+
+
+def test_highlight_reasons_are_a_documented_closed_set(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["HighlightReason"]["enum"]) == {
+        "high_motion",
+        "peak_intensity",
+        "scene_change",
+        "low_motion",
+    }
+    description = schemas["HighlightOut"]["properties"]["reason"]["description"]
+    for reason in schemas["HighlightReason"]["enum"]:
+        assert f"`{reason}`:" in description

@@ -38,10 +38,20 @@ class Event:
     comments: list[str] = field(default_factory=list)
 
 
-def read_events(response: httpx.Response) -> Iterator[Event]:
-    """Parse a text/event-stream body block by block, as a browser's EventSource does."""
+@pytest.fixture(autouse=True)
+def frequent_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stream that fails to end still sends a line every half second, so read_events gets to
+    # check its deadline instead of waiting for a line that never comes.
+    monkeypatch.setattr(async_api, "EVENTS_HEARTBEAT_SECONDS", 0.5)
+
+
+def read_events(response: httpx.Response, timeout: float = 30.0) -> Iterator[Event]:
+    """Parse a text/event-stream body block by block, as a browser's EventSource does; fail
+    once `timeout` seconds have passed (checked at every line: heartbeats included)."""
+    deadline = time.monotonic() + timeout
     current = Event()
     for line in response.iter_lines():
+        assert time.monotonic() < deadline, f"the stream was still open after {timeout} s"
         if line == "":
             yield current
             current = Event()
@@ -175,10 +185,17 @@ def test_events_need_the_api_key_when_one_is_set(tmp_path: Path) -> None:
             assert next(read_events(response)).data["status"] == "queued"
 
 
-def test_events_are_documented_as_an_event_stream_of_status(client: TestClient) -> None:
+def test_events_are_documented_as_status_events_or_a_gone_event(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"][f"{EVENTS}/{{session_id}}"]["get"]
     item = operation["responses"]["200"]["content"]["text/event-stream"]["itemSchema"]
-    assert item["properties"]["data"]["contentSchema"] == {
+    status, gone = item["oneOf"]
+    assert status["properties"]["data"]["contentSchema"] == {
         "$ref": "#/components/schemas/StatusResponse"
     }
+    assert "event" not in status["required"]
+    assert gone["properties"]["event"] == {"const": "gone"}
+    assert gone["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+    assert set(gone["required"]) == {"event", "data"}
     assert "application/json" in operation["responses"]["404"]["content"]

@@ -1,22 +1,26 @@
 """Property-based fuzzing of the whole API from its own OpenAPI schema (schemathesis): no input
-the schema allows, or breaks, gets a 5xx or an answer that does not match its documentation."""
+the schema allows, or breaks, gets a 5xx or an answer that does not match its documentation.
+Each operation is fuzzed on its own, then in chains that follow the schema's links from an
+upload to the operations on its session."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app import create_app
 from config import Settings
+from tests.synthetic import make_video
 
 _STORAGE = Path(tempfile.mkdtemp(prefix="fuzz-storage-"))
 # With a key set, the fuzzer also checks that a missing or wrong key is refused everywhere.
@@ -26,10 +30,11 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def running_app() -> Iterator[None]:
-    # The lifespan builds the store and the pool on app.state; schemathesis calls the same app.
-    with TestClient(app):
-        yield
+def storage() -> Iterator[None]:
+    # Schemathesis runs the app's lifespan itself (from the first request of a test to its end):
+    # a TestClient here would start a second one on the same storage, which the storage lock
+    # refuses, as it refuses a second server.
+    yield
     shutil.rmtree(_STORAGE, ignore_errors=True)
 
 
@@ -47,3 +52,42 @@ def test_api_answers_every_generated_request_as_documented(case: schemathesis.Ca
     case.call_and_validate(
         headers={"X-API-Key": API_KEY}, excluded_checks=[positive_data_acceptance]
     )
+
+
+@functools.cache
+def _clip() -> bytes:
+    """A real one-second video: only an upload that answers 202 starts a chain of links."""
+    path = make_video(_STORAGE / "fuzz-clip.mp4", seconds=1, size=(160, 120))
+    return path.read_bytes()
+
+
+class SessionWorkflows(schema.as_state_machine()):  # type: ignore[misc]
+    """Chains operations along the OpenAPI links: an upload's `sessionId` goes to status,
+    events, results, cancel, cleanup and artifacts, so they are fuzzed on real sessions in every
+    state (queued, processing, completed, cancelled, cleaned up), not only on unknown ids."""
+
+    def before_call(self, case: schemathesis.Case) -> None:
+        # A case meant to break the schema (a missing field, say) must stay broken.
+        negative = case.meta is not None and case.meta.generation.mode.is_negative
+        upload = case.operation.path.endswith("/upload")
+        if upload and not negative and isinstance(case.body, dict) and "video" in case.body:
+            # The form fields stay generated; the file is a video the service can analyse.
+            case.body["video"] = _clip()
+
+    def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+        return {"headers": {"X-API-Key": API_KEY}}
+
+    def validate_response(  # type: ignore[override]
+        self, response: Any, case: schemathesis.Case, **kwargs: Any
+    ) -> None:
+        # As above: a schema-valid request may rightly be refused (a full queue, a bad params).
+        case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+
+TestSessionWorkflows = SessionWorkflows.TestCase
+TestSessionWorkflows.settings = settings(
+    max_examples=int(os.environ.get("FUZZ_SCENARIOS", "25")),
+    stateful_step_count=6,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)

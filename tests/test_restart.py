@@ -1,4 +1,6 @@
-"""Faults and restarts of the real server process: SIGKILL loses nothing, SIGTERM is orderly."""
+"""Faults and restarts of the real server process: SIGKILL loses nothing it had answered for,
+SIGTERM hands the work to the next start, a video that keeps killing the process is given up on,
+and one storage folder has one server."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import API, TERMINAL
-from tests.server import Server
+from tests.server import Server, run_refused
 
 
 @pytest.fixture
@@ -52,6 +54,30 @@ def _wait(server: Server, session_id: str, statuses: set[str], timeout: float = 
         time.sleep(0.05)
 
 
+def _restart(servers: list[Server], previous: Server) -> Server:
+    """A new server process on the same STORAGE_DIR (and log), as after a redeploy."""
+    server = Server(previous.storage, previous.log, MAX_WORKERS="1")
+    servers.append(server)
+    return server.start()
+
+
+def _analysing(server: Server, session_id: str, progress: int = 0) -> dict:
+    """Wait until the engine itself reports on the session (so the `processing` status is
+    committed: the service commits it before the engine starts), at `progress` or more."""
+    deadline = time.monotonic() + 60
+    while True:
+        body = _status(server, session_id)
+        if (
+            body["status"] == "processing"
+            and body["message"] != "Starting analysis"
+            and body["progress"] >= progress
+        ):
+            return body
+        assert body["status"] in {"queued", "processing"}, body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.02)
+
+
 def test_sigkill_mid_analysis_loses_nothing(
     servers: list[Server], tmp_path: Path, clips: dict[str, Path]
 ) -> None:
@@ -61,15 +87,11 @@ def test_sigkill_mid_analysis_loses_nothing(
     results_before = httpx.get(f"{first.url}{API}/results/{done}").json()
     running = _upload(first, clips["long"], analysis_type="workout")
     queued = _upload(first, clips["reps"], analysis_type="workout")
-    body = _wait(first, running, {"processing"})
-    while body["progress"] < 10:
-        body = _status(first, running)
+    _analysing(first, running, progress=10)
     assert _status(first, queued)["status"] == "queued"
     first.kill()
 
-    second = Server(first.storage, first.log, MAX_WORKERS="1")
-    servers.append(second)
-    second.start()
+    second = _restart(servers, first)
     # The completed session is served again, with the same data and its thumbnails.
     results_after = httpx.get(f"{second.url}{API}/results/{done}").json()
     assert results_after == results_before
@@ -83,31 +105,109 @@ def test_sigkill_mid_analysis_loses_nothing(
     assert abs(reps["total_reps"] - 8) <= 1
 
 
-def test_sigterm_cancels_running_work_and_keeps_the_store_consistent(
+def test_sigterm_mid_analysis_hands_the_work_to_the_next_start(
     servers: list[Server], tmp_path: Path, clips: dict[str, Path]
 ) -> None:
     first = _server(servers, tmp_path)
     done = _upload(first, clips["short"])
     _wait(first, done, TERMINAL)
+    running = _upload(first, clips["long"], analysis_type="workout")
+    queued = _upload(first, clips["reps"], analysis_type="workout")
+    before = _analysing(first, running, progress=10)
+    assert _status(first, queued)["status"] == "queued"
+    started = time.monotonic()
+    # uvicorn re-raises the signal once its shutdown is done, so the process ends "killed by
+    # SIGTERM" (143 in a shell), its status after an orderly stop; a crash would be anything else.
+    assert first.terminate() == -signal.SIGTERM
+    assert time.monotonic() - started < 5, "shutdown took longer than the graceful timeout"
+    log = first.log.read_text()
+    assert "Application shutdown complete" in log
+    assert "handed 2 session(s) back" in log
+    # A stop for the shutdown is not a cancel or a failure, not even in the log.
+    assert "Traceback" not in log
+    assert f"task {running} failed" not in log and "cancellation" not in log
+    for session_id in (running, queued):
+        assert any((first.storage / session_id).glob("video.*")), "the video was not kept"
+
+    second = _restart(servers, first)
+    assert _status(second, done)["status"] == "completed"
+    resumed = _status(second, running)
+    assert resumed["status"] in {"queued", "processing"}
+    assert resumed["progress"] >= before["progress"], "progress went backwards"
+    assert _wait(second, running, TERMINAL)["status"] == "completed"
+    assert _wait(second, queued, TERMINAL)["status"] == "completed"
+    reps = httpx.get(f"{second.url}{API}/results/{queued}").json()["data"]["workout"]
+    assert abs(reps["total_reps"] - 8) <= 1
+    assert httpx.get(f"{second.url}{API}/results/{running}").status_code == 200
+    # A shutdown does not count towards the limit of interrupted analyses: a second one and
+    # a third start later, the session is served as before.
+    assert second.terminate() == -signal.SIGTERM
+    third = _restart(servers, second)
+    assert _status(third, running)["status"] == "completed"
+
+
+def test_a_session_interrupted_by_two_crashes_fails_on_the_third_start(
+    servers: list[Server], tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    first = _server(servers, tmp_path)
+    doomed = _upload(first, clips["long"], analysis_type="workout")
+    _analysing(first, doomed)
+    first.kill()
+
+    second = _restart(servers, first)
+    # The first crash is forgiven: the analysis starts over from the saved video.
+    _analysing(second, doomed)
+    second.kill()
+
+    third = _restart(servers, second)
+    status = _status(third, doomed)
+    assert status["status"] == "failed"
+    assert status["error"] == (
+        "The analysis was interrupted twice (the server stopped while analysing this video); "
+        "upload it again or contact support"
+    )
+    assert not (third.storage / doomed).exists(), "the video of the failed session was kept"
+    assert httpx.get(f"{third.url}/health").json()["running"] == 0
+    # The service itself is fine: the next video is analysed.
+    after = _upload(third, clips["short"])
+    assert _wait(third, after, TERMINAL)["status"] == "completed"
+
+
+def test_a_session_accepted_just_before_a_crash_is_there_after_restart(
+    servers: list[Server], tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    first = _server(servers, tmp_path)
+    busy = _upload(first, clips["long"])  # keeps the one worker busy: the rest stay queued
+    accepted = [_upload(first, clips["short"]) for _ in range(3)]
+    first.kill()  # the instant the last 202 arrived
+
+    second = _restart(servers, first)
+    for session_id in (busy, *accepted):
+        assert _status(second, session_id)["status"] in {"queued", "processing"}
+    for session_id in accepted:
+        assert _wait(second, session_id, TERMINAL)["status"] == "completed"
+
+
+def test_a_second_server_on_the_same_storage_refuses_to_start(
+    servers: list[Server], tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    first = _server(servers, tmp_path)
     running = _upload(first, clips["long"])
     _wait(first, running, {"processing"})
-    started = time.monotonic()
-    # uvicorn re-raises the signal once its shutdown is done, so the status is -SIGTERM: what
-    # shows an orderly stop is the lifespan finishing.
-    assert first.terminate() in (0, -signal.SIGTERM)
-    assert time.monotonic() - started < 5, "shutdown waited for the analysis"
-    assert "Application shutdown complete" in first.log.read_text()
-    assert not (first.storage / running).exists()
-
-    second = Server(first.storage, first.log, MAX_WORKERS="1")
-    servers.append(second)
-    second.start()
-    assert _status(second, done)["status"] == "completed"
-    cancelled = _status(second, running)
-    assert cancelled["status"] == "cancelled"
-    assert "shut down" in cancelled["message"]
-    assert second.process is not None
-    assert httpx.get(f"{second.url}/health").json()["running"] == 0
+    code, output = run_refused(first.env, tmp_path / "second.log")
+    assert code != 0, output
+    assert first.process is not None
+    expected = (
+        f"STORAGE_DIR {first.storage.resolve()} is in use by another server "
+        f"(pid {first.process.pid}); give each server its own STORAGE_DIR"
+    )
+    assert [line for line in output.splitlines() if expected in line], output
+    assert "Traceback" not in output
+    # The first server never noticed: its analysis runs on and completes.
+    assert _wait(first, running, TERMINAL)["status"] == "completed"
+    # Once it has stopped, the folder is free again.
+    first.terminate()
+    assert _status(_restart(servers, first), running)["status"] == "completed"
 
 
 def test_sigterm_is_not_held_up_by_open_event_streams(
@@ -132,9 +232,12 @@ def test_sigterm_is_not_held_up_by_open_event_streams(
 
 
 def _follow(server: Server, session_id: str) -> None:
+    # Heartbeats keep a stream alive past any read timeout: the deadline is checked per line.
+    deadline = time.monotonic() + 60
     try:
         with httpx.stream("GET", f"{server.url}{API}/events/{session_id}", timeout=30) as r:
             for _ in r.iter_lines():
-                pass
+                if time.monotonic() > deadline:
+                    return
     except httpx.HTTPError:
         pass  # the server went away: that is the point

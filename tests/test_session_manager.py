@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from session_manager import SessionManager, SessionStatus
+from tests.conftest import join_all
 
 
 def test_specification_script_passes_as_written() -> None:
@@ -131,7 +135,7 @@ def test_concurrent_updates_from_many_threads_stay_consistent() -> None:
     def hammer(seed: int) -> None:
         rng = random.Random(seed)
         try:
-            start.wait()
+            start.wait(timeout=30)
             for _ in range(2000):
                 session_id = rng.choice(ids)
                 value = rng.randint(0, 100)
@@ -147,8 +151,7 @@ def test_concurrent_updates_from_many_threads_stay_consistent() -> None:
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    join_all(threads)
     assert not errors
     for session_id in ids:
         assert manager.get_session(session_id).progress == highest[session_id]  # type: ignore[union-attr]
@@ -170,8 +173,7 @@ def test_concurrent_create_and_delete_lose_nothing() -> None:
     threads = [threading.Thread(target=churn) for _ in range(8)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    join_all(threads)
     assert len(manager) == len(created) == 4000
     assert len(set(created)) == 4000
 
@@ -229,3 +231,51 @@ def test_a_snapshot_without_the_result_leaves_the_stored_result_intact() -> None
     assert light is not None and light.result is None
     full = manager.get_session(session_id)
     assert full is not None and full.result == {"big": list(range(1000))}
+
+
+def _hold_write_lock(db: Path) -> sqlite3.Connection:
+    """Another connection that takes the database's write lock and keeps it, as a backup tool
+    or a stray sqlite3 shell can: every write of the store is then refused ("locked")."""
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_write_the_database_refuses_is_retried_until_it_lands(tmp_path: Path) -> None:
+    db = tmp_path / "sessions.sqlite3"
+    manager = SessionManager(db)
+    assert manager.healthy
+    blocker = _hold_write_lock(db)
+    session_id = manager.create_session("/a.mp4", "workout", {})
+    # Refused, and said so at once: the flush does not wait for its whole deadline.
+    started = time.monotonic()
+    assert manager.flush(timeout=30) is False
+    assert time.monotonic() - started < 10
+    assert not manager.healthy
+    manager.update_session(session_id, progress=50, message="half way")
+    blocker.rollback()
+    blocker.close()
+
+    deadline = time.monotonic() + 10
+    while not manager.healthy:
+        assert time.monotonic() < deadline, "the writer never recovered"
+        time.sleep(0.05)
+    assert manager.flush(timeout=5)
+    reloaded = SessionManager(db)
+    session = reloaded.get_session(session_id)
+    assert session is not None
+    assert (session.progress, session.message) == (50, "half way")
+    reloaded.close()
+    manager.close()
+
+
+def test_interruptions_are_stored_and_default_to_zero(tmp_path: Path) -> None:
+    db = tmp_path / "sessions.sqlite3"
+    manager = SessionManager(db)
+    session_id = manager.create_session("/a.mp4", "workout", {})
+    assert manager.get_session(session_id).interruptions == 0  # type: ignore[union-attr]
+    manager.update_session(session_id, interruptions=1)
+    manager.close()
+    reloaded = SessionManager(db)
+    assert reloaded.get_session(session_id).interruptions == 1  # type: ignore[union-attr]
+    reloaded.close()

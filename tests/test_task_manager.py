@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from task_manager import BackgroundTaskManager
+from tests.conftest import join_all
 
 SPEC_SCRIPT = """
 import time
@@ -38,8 +39,7 @@ def test_specification_script_passes_every_time() -> None:
     threads = [threading.Thread(target=run) for _ in range(8)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    join_all(threads)
     assert errors == []
 
 
@@ -189,18 +189,71 @@ def test_bad_worker_count_is_refused() -> None:
         BackgroundTaskManager(max_workers=-3)
 
 
-def test_shutdown_cancels_pending_and_running_and_refuses_new_tasks() -> None:
+def test_shutdown_interrupts_pending_and_running_and_refuses_new_tasks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="task_manager")
     tasks = BackgroundTaskManager(max_workers=1)
-    event = threading.Event()
-    tasks.submit_task("running", lambda stop: stop.wait(10), event, cancel_event=event)
+    event, began = threading.Event(), threading.Event()
+
+    def run_until_stopped(stop: threading.Event) -> None:
+        began.set()
+        stop.wait(10)
+        raise RuntimeError("stopped")  # as the engine does: it raises when told to stop
+
+    tasks.submit_task("running", run_until_stopped, event, cancel_event=event)
     tasks.submit_task("pending", lambda: "never")
+    assert began.wait(5)
     started = time.monotonic()
     tasks.shutdown(wait=True, cancel_pending=True)
     assert time.monotonic() - started < 2
-    assert tasks.get_task_status("running")["status"] == "cancelled"
-    assert tasks.get_task_status("pending")["status"] == "cancelled"
+    # Nobody cancelled them and nothing failed: the pool stopped under them.
+    assert tasks.get_task_status("running")["status"] == "interrupted"
+    assert tasks.get_task_status("pending")["status"] == "interrupted"
+    assert "stopped for the shutdown" in caplog.text
+    assert "cancel" not in caplog.text and "failed" not in caplog.text
     with pytest.raises(RuntimeError):
         tasks.submit_task("late", lambda: None)
+
+
+def test_shutdown_right_after_submit_leaves_no_task_counted_as_running() -> None:
+    # The first task counts as running before a thread has picked it up.
+    for _ in range(20):
+        tasks = BackgroundTaskManager(max_workers=2)
+        tasks.submit_task("a", lambda: None)
+        tasks.submit_task("b", lambda: None)
+        tasks.shutdown(wait=True, cancel_pending=True)
+        assert tasks.counts() == {"running": 0, "queued": 0}
+        assert {tasks.get_task_status(t)["status"] for t in "ab"} <= {"completed", "interrupted"}
+
+
+def test_a_task_cancelled_before_the_shutdown_stays_cancelled() -> None:
+    tasks = BackgroundTaskManager(max_workers=1)
+    event = threading.Event()
+    tasks.submit_task("t", lambda stop: stop.wait(10), event, cancel_event=event)
+    tasks.submit_task("queued", lambda: "never")
+    assert tasks.cancel_task("queued")
+    tasks.shutdown(wait=True, cancel_pending=True)
+    assert tasks.get_task_status("queued")["status"] == "cancelled"
+    assert tasks.get_task_status("t")["status"] == "interrupted"
+
+
+def test_shutdown_waits_no_longer_than_its_timeout() -> None:
+    tasks = BackgroundTaskManager(max_workers=1)
+    release, began = threading.Event(), threading.Event()
+
+    def stubborn() -> None:  # ignores its stop event
+        began.set()
+        release.wait(10)
+
+    tasks.submit_task("stubborn", stubborn)
+    assert began.wait(5)
+    started = time.monotonic()
+    assert tasks.shutdown(wait=True, cancel_pending=True, timeout=0.3) is False
+    assert 0.3 <= time.monotonic() - started < 2
+    release.set()
+    assert tasks.wait("stubborn", timeout=5)
+    assert tasks.get_task_status("stubborn")["status"] == "interrupted"
 
 
 def test_finished_records_do_not_accumulate() -> None:
