@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import pose_workout
+from analysis.body import lifted_angles
 from analysis.errors import VideoTooLong
 from analysis.highlights import ThumbnailKeeper, highlight_windows
 from analysis.motion import CUT_CHANGE, MotionDetector, scene_cuts
@@ -259,7 +260,8 @@ def _analyze(
     stop_if_cancelled(cancel_event)
     method = "motion"
     if tracker is not None and tracker.reliable(options.min_pose_coverage):
-        body = pose_workout.to_grid(tracker.track.sorted(), options.sample_fps, duration)
+        track = tracker.track.sorted()
+        body = pose_workout.to_grid(track, lifted_angles(track), options.sample_fps, duration)
         sets = pose_workout.find_sets(body, options, cancel_event)
         method = "pose"
         logger.info(

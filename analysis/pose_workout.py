@@ -69,6 +69,9 @@ _MAX_GAP = 1.0
 _MOVING_SPEED = 20.0
 """Degrees per second (the fastest limb, smoothed over a second) from which the body moves."""
 
+_SIDE_MARGIN = 0.15
+"""How much less visible one side's landmarks must be for a set to be read on the other."""
+
 _MIN_ROM = 20.0
 """Degrees a joint must move for its excursions to count as reps."""
 
@@ -97,17 +100,20 @@ class BodyGrid:
     """The pose samples' own times (irregular), for refining turning points between samples."""
     raw_angles: np.ndarray
     """(m, len(ANGLES)) at raw_times; NaN where unreliable."""
+    reliability: np.ndarray
+    """(m, len(ANGLES)) at raw_times: how visible each angle's landmarks were (0..1)."""
     position: np.ndarray
     """(n, 2) the hips' midpoint in the picture (pixels); NaN where missing."""
     height: np.ndarray
     """(n,) the body's height in the picture (pixels); NaN where missing."""
 
 
-def to_grid(track: BodyTrack, rate: float, duration: float) -> BodyGrid:
-    """Interpolate the (time-ordered) track onto samples every 1/rate s from 0 to `duration`;
-    a grid sample is missing where no usable pose lies within _MAX_GAP on both sides."""
+def to_grid(track: BodyTrack, angles: np.ndarray, rate: float, duration: float) -> BodyGrid:
+    """Interpolate the (time-ordered) track's `angles` (one row per sample: `lifted_angles`)
+    onto samples every 1/rate s from 0 to `duration`; a grid sample is missing where no usable
+    pose lies within _MAX_GAP on both sides."""
     times = np.arange(0.0, max(duration, 1.0 / rate) - 1e-9, 1.0 / rate)
-    raw = np.where(track.reliability >= _MIN_RELIABILITY, track.angles, np.nan)
+    raw = np.where(track.reliability[: track.count] >= _MIN_RELIABILITY, angles, np.nan)
     angles = np.full((times.size, raw.shape[1]), np.nan)
     for k in range(raw.shape[1]):
         ok = ~np.isnan(raw[:, k])
@@ -136,15 +142,29 @@ def to_grid(track: BodyTrack, rate: float, duration: float) -> BodyGrid:
         for k in range(2):
             position[known, k] = np.interp(times[known], track.times, track.centre[:, k])
         height[known] = np.interp(times[known], track.times, track.height)
-    return BodyGrid(times, angles, track.times.copy(), raw, position, height)
+    reliability = track.reliability[: track.count].copy()
+    return BodyGrid(times, angles, track.times.copy(), raw, reliability, position, height)
 
 
-def joint_signal(angles: np.ndarray, joint: str) -> np.ndarray:
-    """A joint's angle over both sides: the larger of the two where both are known (one side's
-    lunge or curl, either side's in a symmetric exercise), else the one that is known."""
+def joint_signal(angles: np.ndarray, joint: str, sides: str = "max") -> np.ndarray:
+    """A joint's angle over both sides.
+
+    Args:
+        angles: rows of ANGLES.
+        joint: "knee", "hip", "elbow" or "shoulder".
+        sides: "max": the larger of the two where both are known (whichever side works, as in
+            alternating lunges); "mean": their mean where both are known; "left" or "right":
+            that side alone. Where only one side is known, that side.
+    """
     left, right = JOINT_SIDES[joint]
-    both = np.fmax(angles[..., left], angles[..., right])  # fmax ignores one NaN
-    return both
+    if sides == "left":
+        return angles[..., left]
+    if sides == "right":
+        return angles[..., right]
+    if sides == "mean":
+        a, b = angles[..., left], angles[..., right]
+        return np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / 2))
+    return np.fmax(angles[..., left], angles[..., right])  # fmax ignores one NaN
 
 
 def _sigmoid(x: float, centre: float, width: float) -> float:
@@ -232,6 +252,11 @@ def _refine_extreme(
         return None
     i = int(inside[np.argmax(sign * values[inside])])
     t, v = float(times[i]), float(values[i])
+    if sign < 0:
+        # The straight end of a rep: a limb held straight reads as bent whenever its middle
+        # landmark is a few pixels off the line, never as less than straight, so the noise
+        # there only adds. The lowest sample is the least wrong; a fit would average it up.
+        return t, v
     near = np.flatnonzero((np.abs(times - t) <= 0.6 * reach) & ~np.isnan(values))
     before, after = (times[near] < t).sum(), (times[near] > t).sum()
     if near.size >= 3 and before and after:
@@ -328,7 +353,8 @@ def _count_part(
 ) -> FoundSet | None:
     """Count the reps of one periodic part on its dominant joint and measure each of them."""
     joint = _dominant_joint(grid.angles[part.core], part.exercise)
-    smooth = _joint_curve(grid, part.margin, joint, part.lag)
+    sides = _sides(grid, part.core, joint, part.exercise)
+    smooth = _joint_curve(grid, part.margin, joint, part.lag, sides)
     if smooth is None:
         return None
     local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
@@ -343,24 +369,53 @@ def _count_part(
     return _measure(grid, part, joint, smooth, peaks, rate)
 
 
-def _joint_curve(grid: BodyGrid, where: slice, joint: str, lag: float) -> np.ndarray | None:
+def _sides(grid: BodyGrid, where: slice, joint: str, exercise: str) -> str:
+    """Which side(s) of `joint` to read a set on (see `joint_signal`): both sides' larger for an
+    exercise done one side at a time (lunges); else the better-seen side when the other is
+    clearly hidden (the far arm of a push-up filmed from the side is guessed, not seen), else
+    the mean of both."""
+    if exercise == "lunge":
+        return "max"
+    start, stop = grid.times[where.start], grid.times[min(where.stop, grid.times.size) - 1]
+    inside = (grid.raw_times >= start) & (grid.raw_times <= stop)
+    left, right = JOINT_SIDES[joint]
+    if not inside.any():
+        return "max"
+    seen_left = float(grid.reliability[inside, left].mean())
+    seen_right = float(grid.reliability[inside, right].mean())
+    if seen_left < seen_right - _SIDE_MARGIN:
+        return "right"
+    if seen_right < seen_left - _SIDE_MARGIN:
+        return "left"
+    return "mean"
+
+
+def _joint_curve(
+    grid: BodyGrid, where: slice, joint: str, lag: float, sides: str = "max"
+) -> np.ndarray | None:
     """The joint's angle over `where`, lightly smoothed; missing samples (the athlete hidden
     for a moment) bridged, so they can neither make nor split a rep. None if almost unknown."""
-    signal = joint_signal(grid.angles[where], joint)
+    signal = joint_signal(grid.angles[where], joint, sides)
     if (~np.isnan(signal)).sum() < 3:
         return None
     return gaussian_smooth(_fill(signal), lag / 12)
 
 
 def _measure(
-    grid: BodyGrid, part: _Part, joint: str, smooth: np.ndarray, peaks: list[int], rate: float
+    grid: BodyGrid,
+    part: _Part,
+    joint: str,
+    smooth: np.ndarray,
+    peaks: list[int],
+    rate: float,
+    sides: str = "max",
 ) -> FoundSet:
     """The set made of these reps (peaks: indices of `smooth`, which covers part.margin): each
     rep's turning point, its start and end, and its range of motion, refined between the pose
     samples; the set from where its first rep leaves the start pose to where the last returns."""
     local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
     offset = part.margin.start
-    raw_times, raw = grid.raw_times, joint_signal(grid.raw_angles, joint)
+    raw_times, raw = grid.raw_times, joint_signal(grid.raw_angles, joint, sides)
     spacing = float(np.median(np.diff(peaks))) if len(peaks) > 1 else part.lag
     reach = 0.35 * spacing / rate
 
@@ -470,27 +525,28 @@ def _short_set(
     named = classify(grid.angles[span])
     if named.exercise != exercise or named.confidence < 0.6:
         return None
-    curve = _joint_curve(grid, span, joint, rate)
+    sides = _sides(grid, span, joint, exercise)
+    curve = _joint_curve(grid, span, joint, rate, sides)
     if curve is None:
         return None
     peaks = [p + margin.start - span.start for p in group]
     part = _Part(span, span, spacing, exercise, named.confidence)
-    measured = _measure(grid, part, joint, curve, peaks, rate)
+    measured = _measure(grid, part, joint, curve, peaks, rate, sides)
     if min(measured.range_of_motion or [0.0]) < 0.75 * _FULL_REP[exercise]:
         return None
     return measured
 
 
-def _travels(grid: BodyGrid, start: float, end: float) -> bool:
-    """Whether the athlete's hips move across the picture by more than _MAX_TRAVEL body
-    heights between `start` and `end`: walking, not exercising in place."""
+def _travels(grid: BodyGrid, start: float, end: float, limit: float = 0.0) -> bool:
+    """Whether the athlete's hips move across the picture by more than `limit` body heights
+    (default _MAX_TRAVEL) between `start` and `end`: walking, not exercising in place."""
     inside = (grid.times >= start) & (grid.times <= end) & ~np.isnan(grid.position[:, 0])
     if inside.sum() < 3:
         return False
     x = grid.position[inside, 0]
     height = float(np.median(grid.height[inside]))
     spread = float(np.percentile(x, 95) - np.percentile(x, 5))
-    return spread > _MAX_TRAVEL * max(height, 1.0)
+    return spread > (limit or _MAX_TRAVEL) * max(height, 1.0)
 
 
 def _leave_or_return(
@@ -556,8 +612,12 @@ def _drop_rep(s: FoundSet, index: int) -> FoundSet:
     )
 
 
-def _merge_pauses(sets: list[FoundSet], max_pause: float) -> list[FoundSet]:
-    """Join consecutive sets of the same exercise and tempo separated by a short pause."""
+def _merge_pauses(
+    sets: list[FoundSet], grid: BodyGrid, moving: np.ndarray, max_pause: float
+) -> list[FoundSet]:
+    """Join consecutive sets of the same exercise and tempo separated by a pause: at most
+    `max_pause` seconds during which the athlete holds still. Shaking the arms out, shifting
+    about or walking off between two sets of squats is a rest, however short."""
     out: list[FoundSet] = []
     for s in sets:
         if out:
@@ -565,7 +625,10 @@ def _merge_pauses(sets: list[FoundSet], max_pause: float) -> list[FoundSet]:
             gap = s.start - prev.end
             spacing = [float(np.median(np.diff(x.rep_times))) for x in (prev, s)]
             similar = abs(spacing[0] - spacing[1]) <= 0.35 * max(spacing)
-            if s.exercise == prev.exercise and 0 <= gap <= max_pause and similar:
+            # (The moving mask is smoothed over a second: look inside its reach of the reps.)
+            between = (grid.times > prev.end + 0.5) & (grid.times < s.start - 0.5)
+            still = not moving[between].any() and not _travels(grid, prev.end, s.start, 0.15)
+            if s.exercise == prev.exercise and 0 <= gap <= max_pause and similar and still:
                 out[-1] = replace(
                     prev,
                     end=s.end,
@@ -596,8 +659,13 @@ def find_sets(
     # Missing stretches are bridged, so they neither move nor repeat by themselves.
     filled = np.stack([_fill(limbs[:, k]) for k in range(limbs.shape[1])], axis=1)
     filled = np.nan_to_num(filled)
-    # Degrees per second of the fastest limb, smoothed over a second.
-    speed = np.abs(np.gradient(filled, axis=0)).max(axis=1) * rate
+    # Degrees per second of the fastest limb, smoothed over a second. The angles are smoothed
+    # first: a few degrees of noise between samples a tenth of a second apart would otherwise
+    # read as tens of degrees per second of a body holding still.
+    steady = np.stack(
+        [gaussian_smooth(filled[:, k], 0.15 * rate) for k in range(filled.shape[1])], axis=1
+    )
+    speed = np.abs(np.gradient(steady, axis=0)).max(axis=1) * rate
     moving = box_smooth(speed, round(rate)) > _MOVING_SPEED
     # Scaled so a 30-degree swing weighs 1, whatever the joint.
     period, strength = local_periodicity(
@@ -625,7 +693,7 @@ def find_sets(
     sets.extend(_short_sets(grid, valid & moving, claimed, options))
     sets = [s for s in sets if not _travels(grid, s.start, s.end)]
     sets.sort(key=lambda s: s.start)
-    return _merge_pauses(_without_overlap(sets), options.max_pause)
+    return _merge_pauses(_without_overlap(sets), grid, moving, options.max_pause)
 
 
 def _without_overlap(sets: list[FoundSet]) -> list[FoundSet]:

@@ -14,6 +14,9 @@ from analysis import pose_workout
 from analysis.body import ANGLE_INDEX, ANGLES, BodySample, BodyTrack
 from analysis.options import AnalysisOptions
 
+# These tests give the angles themselves; the landmarks they come from are not needed.
+_NO_POINTS, _NO_WORLD = np.zeros((12, 2)), np.zeros((12, 3))
+
 STANDING = {name: 5.0 for name in ANGLES} | {"left_shoulder": 10.0, "right_shoulder": 10.0}
 
 
@@ -85,7 +88,9 @@ def make_track(
         values[: ANGLE_INDEX["trunk"]] += noise * rng.standard_normal(ANGLE_INDEX["trunk"])
         track.append(
             float(t),
-            BodySample(values, np.ones(len(ANGLES)), np.zeros((12, 2)), position(t), 200.0, 0.9),
+            BodySample(
+                values, np.ones(len(ANGLES)), _NO_POINTS, _NO_WORLD, position(t), 200.0, 0.9
+            ),
         )
     return track, truth
 
@@ -101,7 +106,8 @@ def _times(duration: float, rate: float, seed: int = 1) -> np.ndarray:
 
 def analyse(track: BodyTrack, duration: float) -> list:
     options = AnalysisOptions()
-    grid = pose_workout.to_grid(track.sorted(), options.sample_fps, duration)
+    ordered = track.sorted()
+    grid = pose_workout.to_grid(ordered, ordered.angles, options.sample_fps, duration)
     return pose_workout.find_sets(grid, options)
 
 
@@ -182,7 +188,7 @@ def test_an_unfamiliar_movement_is_counted_as_unknown() -> None:
             values[ANGLE_INDEX["right_shoulder"]] += 80 * _bump(np.array([(t - 5) / 2 % 1]))[0]
         track.append(
             float(t),
-            BodySample(values, np.ones(len(ANGLES)), np.zeros((12, 2)), (0, 0), 100.0, 0.9),
+            BodySample(values, np.ones(len(ANGLES)), _NO_POINTS, _NO_WORLD, (0, 0), 100.0, 0.9),
         )
     (found,) = analyse(track, 30.0)
     assert found.exercise == "unknown" and found.dominant_joint == "shoulder"
