@@ -165,8 +165,11 @@ def _describe(error: ErrorDetails) -> str:
         bounds = {k: _plain(v) for k, v in error.get("ctx", {}).items()}
         rule = template.format(**bounds)
     else:
-        # A validator's own message ("Value error, ...") or pydantic's sentence.
+        # A validator's own message ("Value error, ...") or pydantic's sentence. One that
+        # already names the variable is the whole line.
         message = error["msg"].removeprefix("Value error, ")
+        if message.startswith(name + " "):
+            return message
         rule = f"is invalid: {message[:1].lower()}{message[1:]}"
     if field in _SECRET or "input" not in error:
         return f"{name} {rule}"
