@@ -60,8 +60,10 @@ _LIMBS = [ANGLE_INDEX[name] for name in (
 _TRUNK = ANGLE_INDEX["trunk"]
 _LEGS = ANGLE_INDEX["legs"]
 
-_MIN_RELIABILITY = 0.5
-"""A pose sample's angle is used when all its landmarks are at least this visible."""
+_MIN_RELIABILITY = 0.7
+"""A pose sample's angle is used when all its landmarks are at least this visible. Seen joints
+score above 0.9; a skeleton the estimator has half lost (legs folded onto one point while it
+looks for the person) scores around 0.6."""
 
 _MAX_GAP = 1.0
 """Seconds between two usable pose samples beyond which the grid between them is missing."""
@@ -559,12 +561,14 @@ def _leave_or_return(
     i = peak
     while 0 < i < signal.size - 1 and signal[i] > level:
         i += direction
+    if i == peak or signal[i] > level:
+        return float(i)  # the signal ends (or the video does) before the rep comes down
     j = i - direction  # the last sample above the level
     a, b = float(signal[i]), float(signal[j])
-    crossing = i + (level - a) / (b - a) * (j - i) if b != a else float(i)
-    slope = abs(b - a)  # per sample
-    if slope > 1e-9:
-        crossing += direction * min((level - rest) / slope, abs(peak - crossing))
+    crossing = i + (level - a) / (b - a) * (j - i)
+    # Extended along the slope down to the rest level, but never past the sample below it.
+    slope = b - a  # per sample
+    crossing += direction * min((level - rest) / slope, 1.0)
     return float(np.clip(crossing, 0, signal.size - 1))
 
 
