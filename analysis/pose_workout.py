@@ -200,31 +200,43 @@ def classify(angles: np.ndarray) -> Classification:
     legs = _span(angles[:, _LEGS])
     trunk_values = angles[:, _TRUNK][~np.isnan(angles[:, _TRUNK])]
     trunk = float(np.median(trunk_values)) if trunk_values.size else 0.0
-    # Hip asymmetry where the knees bend most: a lunge's back hip stays straight.
+    # Where the knees bend most: a lunge's back hip stays straight and its thighs split apart
+    # (40-55 degrees between them on rendered lunges), a squat's thighs stay side by side
+    # (15-20) and both hips bend.
     knee = joint_signal(angles, "knee")
     left_hip, right_hip = JOINT_SIDES["hip"]
     asym_all = np.abs(angles[:, left_hip] - angles[:, right_hip])
-    deep = ~np.isnan(knee) & ~np.isnan(asym_all)
+    deep = ~np.isnan(knee)
+    hip_asymmetry, split = 0.0, 0.0
     if deep.sum() >= 3:
-        threshold = np.percentile(knee[deep], 75)
-        hip_asymmetry = float(np.median(asym_all[deep & (knee >= threshold)]))
-    else:
-        hip_asymmetry = 0.0
+        deep &= knee >= np.percentile(knee[deep], 75)
+        if (deep & ~np.isnan(asym_all)).any():
+            hip_asymmetry = float(np.median(asym_all[deep & ~np.isnan(asym_all)]))
+        legs_deep = angles[deep, _LEGS]
+        legs_deep = legs_deep[~np.isnan(legs_deep)]
+        split = float(np.median(legs_deep)) if legs_deep.size else 0.0
+    lunging = max(_sigmoid(hip_asymmetry, 40.0, 8.0), _sigmoid(split, 32.0, 5.0))
     upright = 1.0 - _sigmoid(trunk, 45.0, 8.0)
+    # The elbow moves far more than anything else in a curl (the estimator adds a little
+    # noise to still legs, so absolute thresholds on them would refuse real curls).
+    others = max(rom["knee"], rom["shoulder"], rom["hip"])
     scores = {
         "push_up": _sigmoid(trunk, 50.0, 8.0) * _sigmoid(rom["elbow"], 30.0, 8.0),
         "jumping_jack": upright * _sigmoid(rom["shoulder"], 70.0, 12.0) * _sigmoid(legs, 10.0, 4.0),
         "squat": upright
         * _sigmoid(rom["knee"], 40.0, 8.0)
         * _sigmoid(rom["hip"], 30.0, 8.0)
-        * (1.0 - _sigmoid(hip_asymmetry, 40.0, 8.0))
-        # Arms swept overhead each rep make jumping jacks, even landed with bent knees.
+        * (1.0 - lunging)
+        # Arms swept overhead each rep make jumping jacks, even landed with bent knees (legs
+        # split too: not a lunge either).
         * (1.0 - _sigmoid(rom["shoulder"], 110.0, 10.0)),
-        "lunge": upright * _sigmoid(rom["knee"], 35.0, 8.0) * _sigmoid(hip_asymmetry, 40.0, 8.0),
+        "lunge": upright
+        * _sigmoid(rom["knee"], 35.0, 8.0)
+        * lunging
+        * (1.0 - _sigmoid(rom["shoulder"], 110.0, 10.0)),
         "bicep_curl": upright
         * _sigmoid(rom["elbow"], 50.0, 8.0)
-        * (1.0 - _sigmoid(rom["shoulder"], 40.0, 8.0))
-        * (1.0 - _sigmoid(rom["knee"], 25.0, 6.0)),
+        * _sigmoid(rom["elbow"] - 1.5 * others, 0.0, 10.0),
     }
     ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
     (best, score), (_, second) = ranked[0], ranked[1]
