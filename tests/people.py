@@ -19,7 +19,6 @@ benchmark. Everything is deterministic by seed.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -132,7 +131,7 @@ N_POINTS = _I_SHOE + 2 * len(_SHOE)
 _MODEL_HEIGHT = 1.72
 ANKLE_HEIGHT = 0.08
 _SHIN, _THIGH, _HIP_HALF, _TORSO = 0.42, 0.43, 0.09, 0.50
-_SHOULDER_HALF, _UPPER_ARM, _FOREARM = 0.18, 0.29, 0.25
+_SHOULDER_HALF, _SHOULDER_DROP, _UPPER_ARM, _FOREARM = 0.18, 0.035, 0.29, 0.25
 
 
 @dataclass(frozen=True)
@@ -313,7 +312,10 @@ def pose(rows: np.ndarray, body: Body) -> Skeleton:
     for side, s in (("l", 1.0), ("r", -1.0)):
         left = side == "l"
         pre = "left_" if left else "right_"
-        shoulder = root + _apply(r_torso, np.array([s * _SHOULDER_HALF * w, _TORSO * k, 0.0]))
+        # The joint sits a little under the shoulder's top, which the shirt's top ring draws.
+        shoulder = root + _apply(
+            r_torso, np.array([s * _SHOULDER_HALF * w, (_TORSO - _SHOULDER_DROP) * k, 0.0])
+        )
         r_upper = r_torso @ _rot(0, -col(f"sh_flex_{side}")) @ _rot(2, s * col(f"sh_abd_{side}"))
         elbow = shoulder + _apply(r_upper, np.array([0.0, -_UPPER_ARM * k, 0.0]))
         r_fore = r_upper @ _rot(1, s * col(f"sh_rot_{side}")) @ _rot(0, -col(f"el_{side}"))
@@ -809,15 +811,17 @@ _WALLS = (
 _FLOORS = ((62, 98, 148), (105, 108, 112), (130, 95, 60), (40, 60, 90), (150, 160, 170))
 
 
-@functools.lru_cache(maxsize=512)
-def _lab_of(colour: tuple[int, int, int]) -> tuple[float, float, float]:
-    pixel = np.array([[colour]], dtype=np.uint8)
-    lab = cv2.cvtColor(pixel, cv2.COLOR_BGR2LAB)[0, 0]
-    return (float(lab[0]), float(lab[1]), float(lab[2]))
-
-
 def _lab(colour: Sequence[int]) -> np.ndarray:
-    return np.array(_lab_of((int(colour[0]), int(colour[1]), int(colour[2]))))
+    """CIELAB of a BGR colour on OpenCV's 8-bit scale (L x 2.55, a and b as they are)."""
+    rgb = np.array(colour[::-1], float) / 255.0
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = (
+        np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+        @ linear
+        / np.array([0.95047, 1.0, 1.08883])
+    )
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([(116 * f[1] - 16) * 2.55, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 def _apart(colour: Sequence[int], others: Sequence[Sequence[int]], distance: float) -> bool:
@@ -1109,6 +1113,19 @@ class _Person:
     present: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One body part over all frames, in the forms OpenCV takes without conversion."""
+
+    kind: str
+    """"capsule" (a tapered limb), "hull" (the convex outline of its points) or "head"."""
+    label: int
+    key: np.ndarray
+    """(n,) depth in metres the painter's order sorts on."""
+    colour: list[tuple[int, int, int]]
+    geometry: dict
+
+
 @dataclass
 class _Drawn:
     """Everything the frame loop needs for one person, precomputed for all frames."""
@@ -1116,9 +1133,22 @@ class _Drawn:
     person: _Person
     pixels: np.ndarray
     depth: np.ndarray
-    parts: list[tuple[str, int, np.ndarray, np.ndarray, dict[str, np.ndarray]]]
-    """(kind, label, depth key (n,), colour (n, 3), geometry)."""
-    head: dict[str, np.ndarray]
+    parts: list[_Part]
+    order: list[list[int]]
+    """Per frame, the parts far to near."""
+
+
+def _part(kind: str, label: int, key: np.ndarray, colour: np.ndarray, geometry: dict) -> _Part:
+    colours = [tuple(row) for row in np.round(colour).astype(int).tolist()]
+    if kind == "capsule":
+        geometry = {
+            "quad": geometry["quad"],
+            "a": [tuple(p) for p in geometry["a"].tolist()],
+            "b": [tuple(p) for p in geometry["b"].tolist()],
+            "ra": geometry["ra"].tolist(),
+            "rb": geometry["rb"].tolist(),
+        }
+    return _Part(kind, label, key, colours, geometry)
 
 
 def _fixed(values: np.ndarray) -> np.ndarray:
@@ -1175,15 +1205,14 @@ def _prepare(person: _Person, view: _View, light: np.ndarray) -> _Drawn:
             "ra": _fixed(radius_a),
             "rb": _fixed(radius_b),
         }
-        parts.append(
-            ("capsule", _LABEL[name], (za + zb) / 2 + bias * k, colour(base, shade), geometry)
-        )
+        key = (za + zb) / 2 + bias * k
+        parts.append(_part("capsule", _LABEL[name], key, colour(base, shade), geometry))
 
     def hull(name, start, count, base, bias, extra=()) -> None:
         idx = list(range(start, start + count)) + list(extra)
         geometry = {"points": _fixed(pixels[:, idx])}
         key = depth[:, start : start + count].mean(axis=1) + bias * k
-        parts.append(("hull", _LABEL[name], key, colour(base), geometry))
+        parts.append(_part("hull", _LABEL[name], key, colour(base), geometry))
 
     torso_count = len(_TORSO_RINGS) * _RING_POINTS
     hull("shirt", _I_TORSO, torso_count, look.shirt, 0.05)
@@ -1195,20 +1224,23 @@ def _prepare(person: _Person, view: _View, light: np.ndarray) -> _Drawn:
         leg_shade = _side_shade(depth, LM[f"{s}_hip"], LM[f"{other}_hip"], k)
         shoulder, elbow, wrist = LM[f"{s}_shoulder"], LM[f"{s}_elbow"], LM[f"{s}_wrist"]
         hip, knee, ankle = LM[f"{s}_hip"], LM[f"{s}_knee"], LM[f"{s}_ankle"]
-        sleeve_colour = look.shirt if look.long_sleeves else look.skin
-        capsule(f"upper_arm_{side}", shoulder, elbow, 0.05 * wide, 0.042, sleeve_colour, arm_shade)
+        # Sleeves are round: a shade darker than the shirt's front, so that an arm in front of
+        # the chest still shows its outline, as real shading does.
+        sleeve = tuple(int(c * 0.8) for c in look.shirt)
+        arm = sleeve if look.long_sleeves else look.skin
+        capsule(f"upper_arm_{side}", shoulder, elbow, 0.05 * wide, 0.042, arm, arm_shade)
         capsule(
             f"sleeve_{side}",
             shoulder,
             elbow,
-            0.064 * wide,
-            0.056,
-            look.shirt,
+            0.058 * wide,
+            0.053,
+            sleeve,
             arm_shade,
             at=0.5,
             bias=-0.005,
         )
-        capsule(f"forearm_{side}", elbow, wrist, 0.042, 0.031, sleeve_colour, arm_shade)
+        capsule(f"forearm_{side}", elbow, wrist, 0.042, 0.031, arm, arm_shade)
         capsule(
             f"hand_{side}", wrist, _KNUCKLES[side], 0.034, 0.03, look.skin, arm_shade, bias=-0.01
         )
@@ -1218,12 +1250,15 @@ def _prepare(person: _Person, view: _View, light: np.ndarray) -> _Drawn:
         start = _I_SHOE + (0 if side == "l" else len(_SHOE))
         geometry = {"points": _fixed(pixels[:, start : start + len(_SHOE)])}
         key = depth[:, start : start + len(_SHOE)].mean(axis=1)
-        parts.append(("hull", _LABEL[f"shoe_{side}"], key, colour(look.shoes, leg_shade), geometry))
+        shoe = colour(look.shoes, leg_shade)
+        parts.append(_part("hull", _LABEL[f"shoe_{side}"], key, shoe, geometry))
     if look.long_hair:
         capsule("head", _HAIR_TOP, _HAIR_END, 0.08, 0.065, look.hair, None, bias=0.04)
     head = _head_geometry(skeleton, pixels, depth, ppm, view, look, colour, k)
-    parts.append(("head", _LABEL["head"], depth[:, _HEAD] - 0.02 * k, colour(look.skin), head))
-    return _Drawn(person, pixels, depth, parts, head)
+    key = depth[:, _HEAD] - 0.02 * k
+    parts.append(_part("head", _LABEL["head"], key, colour(look.skin), head))
+    order = np.argsort(-np.stack([p.key for p in parts], axis=1), axis=1, kind="stable")
+    return _Drawn(person, pixels, depth, parts, order.tolist())
 
 
 def _head_geometry(skeleton, pixels, depth, ppm, view, look, colour, k) -> dict[str, np.ndarray]:
@@ -1367,31 +1402,29 @@ def _draw_person(
     image: np.ndarray, labels: np.ndarray | None, drawn: _Drawn, i: int, single_label: int | None
 ) -> None:
     """Draw one person in frame `i`, far parts first; also fill the visibility labels."""
-    aa = cv2.LINE_AA
-    order = sorted(range(len(drawn.parts)), key=lambda p: -drawn.parts[p][2][i])
-    for p in order:
-        kind, label, _, colour, g = drawn.parts[p]
-        value = single_label if single_label is not None else label
-        if kind == "head":
+    aa, plain = cv2.LINE_AA, cv2.LINE_8
+    for p in drawn.order[i]:
+        part = drawn.parts[p]
+        g = part.geometry
+        value = single_label if single_label is not None else part.label
+        if part.kind == "head":
             _draw_head(image, g, i, labels, value)
             continue
-        bgr = _c(colour[i])
-        if kind == "capsule":
-            quad = g["quad"][i]
-            a, b = _pt(g["a"][i]), _pt(g["b"][i])
-            ra, rb = int(g["ra"][i]), int(g["rb"][i])
+        bgr = part.colour[i]
+        if part.kind == "capsule":
+            quad, a, b, ra, rb = g["quad"][i], g["a"][i], g["b"][i], g["ra"][i], g["rb"][i]
             cv2.circle(image, a, ra, bgr, -1, aa, _SHIFT)
             cv2.circle(image, b, rb, bgr, -1, aa, _SHIFT)
             cv2.fillConvexPoly(image, quad, bgr, aa, _SHIFT)
             if labels is not None:
-                cv2.circle(labels, a, ra, value, -1, cv2.LINE_8, _SHIFT + 1)
-                cv2.circle(labels, b, rb, value, -1, cv2.LINE_8, _SHIFT + 1)
-                cv2.fillConvexPoly(labels, quad, value, cv2.LINE_8, _SHIFT + 1)
+                cv2.circle(labels, a, ra, value, -1, plain, _SHIFT + 1)
+                cv2.circle(labels, b, rb, value, -1, plain, _SHIFT + 1)
+                cv2.fillConvexPoly(labels, quad, value, plain, _SHIFT + 1)
         else:
             outline = cv2.convexHull(g["points"][i])
             cv2.fillConvexPoly(image, outline, bgr, aa, _SHIFT)
             if labels is not None:
-                cv2.fillConvexPoly(labels, outline, value, cv2.LINE_8, _SHIFT + 1)
+                cv2.fillConvexPoly(labels, outline, value, plain, _SHIFT + 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1472,7 +1505,7 @@ def _rest_rows(
     env = _envelope(t, duration)
     breathing = np.sin(2 * np.pi * t / 3.6 + rng.uniform(0, 6))
     _set(rows, "t_flex", NEUTRAL["t_flex"] + 0.8 * breathing * env)
-    _set(rows, "n_yaw", 8.0 * _smooth_noise(rng, m, 1.2 * fps) * env)
+    _set(rows, "n_yaw", 10.0 * np.tanh(_smooth_noise(rng, m, 1.2 * fps)) * env)
     if kind == "shift":
         weight = np.clip(1.3 * _smooth_noise(rng, m, 0.9 * fps), -1, 1) * env
         rows[:, PX["knee_l"]] += 14.0 * np.maximum(0, -weight)
@@ -1480,7 +1513,9 @@ def _rest_rows(
         rows[:, PX["hip_flex_l"]] += 6.0 * np.maximum(0, -weight)
         rows[:, PX["hip_flex_r"]] += 6.0 * np.maximum(0, weight)
         rows[:, PX["t_bend"]] += 3.0 * weight
-        rows[:, PX["x"]] += 0.04 * body.k * weight
+        # The pelvis moves over the loaded foot: both legs lean the same way.
+        rows[:, PX["hip_abd_l"]] -= 3.0 * weight
+        rows[:, PX["hip_abd_r"]] += 3.0 * weight
     elif kind == "shake":
         burst = np.clip(1.5 * _smooth_noise(rng, m, 0.5 * fps) + 0.5, 0, 1) * env
         for side in "lr":
@@ -1491,9 +1526,10 @@ def _rest_rows(
             rows[:, PX[f"sh_flex_{side}"]] += burst * 8.0 * _smooth_noise(rng, m, 0.07 * fps)
         rows[:, PX["t_twist"]] += 6.0 * burst * _smooth_noise(rng, m, 0.15 * fps)
     elif kind == "fidget":
-        _set(rows, "n_yaw", 30.0 * _smooth_noise(rng, m, 0.8 * fps) * env)
-        rows[:, PX["n_flex"]] += 10.0 * _smooth_noise(rng, m, 0.9 * fps) * env
-        rows[:, PX["t_twist"]] += 12.0 * _smooth_noise(rng, m, 1.0 * fps) * env
+        # Looks around (never over the shoulder), nods, twists.
+        _set(rows, "n_yaw", 40.0 * np.tanh(_smooth_noise(rng, m, 0.8 * fps)) * env)
+        rows[:, PX["n_flex"]] += 12.0 * np.tanh(_smooth_noise(rng, m, 0.9 * fps)) * env
+        rows[:, PX["t_twist"]] += 15.0 * np.tanh(_smooth_noise(rng, m, 1.0 * fps)) * env
         # Wipe the face once with the right hand, somewhere in the middle of the rest.
         wipe = _ease((t - duration * 0.35) / 0.6) * _ease((duration * 0.35 + 1.8 - t) / 0.6)
         rows[:, PX["sh_flex_r"]] += 95.0 * wipe * env
@@ -1505,7 +1541,7 @@ def _rest_rows(
         return _walk_out_rows(t, duration, body, exit)
     elif kind != "still":
         raise ValueError(f"unknown rest {kind!r}; expected one of {REST_KINDS}")
-    return _plant(rows, body, x=0.0)
+    return _plant(rows, body)
 
 
 _TURN = 0.6
@@ -1719,7 +1755,9 @@ class ClipTruth:
                 data["joints_3d"],
                 data["body_height"],
                 data["present"],
-                Look(**{k: _tuples(v) for k, v in meta["look"].items()}) if meta["look"] else None,
+                Look(**{k: _tuples(v) for k, v in meta["look"].items()})
+                if meta.get("look")
+                else None,
                 meta["scenario"],
             )
 
@@ -1966,33 +2004,20 @@ def _others(
         depth = distance + float(offset @ ahead)
         half = depth * spec.size[0] / 2 / view.focal + 1.0
         rows = _rows(n)
-        position = np.zeros((n, 2))
+        walk = 2 * half / speed
+        position = np.broadcast_to(offset - right * half, (n, 2)).copy()
         amount = np.zeros(n)
-        yaw = np.zeros(n)
-        # Cross the frame in the middle of each set, one way then the other.
+        yaw = np.full(n, _yaw_towards(right))
+        # Cross the frame in the middle of each set, one way then back, waiting out of view.
         for j, piece in enumerate(sets):
-            walk = 2 * half / speed
-            t0 = (piece.start + piece.end) / 2 - walk / 2
             sign = 1.0 if j % 2 == 0 else -1.0
-            start, end = offset - sign * right * half, offset + sign * right * half
-            crossing, stride = _walk_path(t, start, end, t0, walk)
-            during = (t >= t0 - 0.5) & (t <= t0 + walk + 0.5)
-            position[during] = crossing[during]
-            amount[during] = stride[during]
-            yaw[during] = _yaw_towards(sign * right)
-            if j + 1 < len(sets):
-                between = (t > t0 + walk + 0.5) & (
-                    t < (sets[j + 1].start + sets[j + 1].end) / 2 - walk / 2 - 0.5
-                )
-                position[between] = end
-                yaw[between] = _yaw_towards(-sign * right)
-            else:
-                after = t > t0 + walk + 0.5
-                position[after] = end
-        if sets:
-            first = sets[0]
-            before = t < (first.start + first.end) / 2 - 2 * half / speed / 2 - 0.5
-            position[before] = offset - right * half
+            t0 = (piece.start + piece.end) / 2 - walk / 2
+            crossing, stride = _walk_path(
+                t, offset - sign * right * half, offset + sign * right * half, t0, walk
+            )
+            position[t >= t0] = crossing[t >= t0]
+            amount += stride
+            yaw[t >= t0 - 0.3] = _yaw_towards(sign * right)
         _gait(rows, t, amount)
         rows[:, PX["yaw"]] = yaw
         _plant(rows, body)
@@ -2161,13 +2186,18 @@ def write_clip(path: Path, spec: ClipSpec, scenario: str = "") -> ClipTruth:
                     borderMode=cv2.BORDER_REFLECT,
                 )
             labels[:] = 0
+            behind_lead = True
             for d in sorted(drawn, key=lambda d: -float(d.depth[i, _PELVIS])):
                 if d.depth[i, _PELVIS] < 0.3 or (
                     d.person.present is not None and not d.person.present[i]
                 ):
                     continue
-                single = None if d is lead else d.person.label
-                _draw_person(frame, labels, d, i, single)
+                if d is lead:
+                    behind_lead = False
+                    _draw_person(frame, labels, d, i, None)
+                else:
+                    # Only someone in front of the athlete can hide its joints.
+                    _draw_person(frame, None if behind_lead else labels, d, i, d.person.label)
             xy = lead.pixels[i, :33]
             inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
             lx = np.clip((xy[:, 0] / 2).astype(int), 0, width // 2 - 1)
@@ -2338,20 +2368,22 @@ SCENARIOS: dict[str, ClipSpec] = {
         SetPlan("squat", 8, 2.0),
         SetPlan("jumping_jack", 12, 0.9),
         seed=31,
-        camera=Camera(height=0.27, at=(0.14, 0.66)),
+        camera=Camera(height=0.3, at=(0.14, 0.66)),
         scene=Scene(light=0.45, vignette=0.55, noise=5.0),
     ),
     "handheld_drift": _spec(
         SetPlan("squat", 8, 2.0),
-        SetPlan("lunge", 6, 2.2),
+        SetPlan("jumping_jack", 12, 0.9),
         seed=32,
-        camera=Camera(yaw=30.0, drift=0.05, shake=0.004),
+        camera=Camera(yaw=30.0, at=(0.5, 0.5), drift=0.05, shake=0.004),
     ),
     "shake_zoom_roll": _spec(
         SetPlan("jumping_jack", 12, 0.9),
         SetPlan("bicep_curl", 8, 1.8),
         seed=33,
-        camera=Camera(height=0.6, shake=0.012, zoom=1.35, roll=6.0, roll_wobble=2.0, drift=0.02),
+        camera=Camera(
+            height=0.6, at=(0.5, 0.48), shake=0.012, zoom=1.3, roll=6.0, roll_wobble=2.0, drift=0.02
+        ),
     ),
     "upper_body_curls": _spec(
         SetPlan("bicep_curl", 9, 1.7),
