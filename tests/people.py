@@ -295,20 +295,10 @@ def pose(rows: np.ndarray, body: Body) -> Skeleton:
     pts[:, _HEAD_TOP] = head + _apply(r_head, np.array([0.0, _HEAD_RADII[1] * k, 0.0]))
     pts[:, _HAIR_TOP] = head + _apply(r_head, np.array([0.0, 0.01, -0.06]) * k)
     pts[:, _HAIR_END] = root + _apply(r_torso, np.array([0.0, 0.36, -0.1]) * k)
-    for r, (height, half_w, half_d) in enumerate(_TORSO_RINGS):
-        a = np.linspace(0, 2 * np.pi, _RING_POINTS, endpoint=False)
-        ring = np.stack(
-            [half_w * w * np.cos(a), np.full_like(a, height * k), half_d * k * np.sin(a)], axis=1
-        )
-        start = _I_TORSO + r * _RING_POINTS
-        pts[:, start : start + _RING_POINTS] = root[:, None] + _apply_many(r_torso, ring)
-    for r, (height, half_w, half_d) in enumerate(_PELVIS_RINGS):
-        a = np.linspace(0, 2 * np.pi, _RING_POINTS, endpoint=False)
-        ring = np.stack(
-            [half_w * w * np.cos(a), np.full_like(a, height * k), half_d * k * np.sin(a)], axis=1
-        )
-        start = _I_PELVIS_RING + r * _RING_POINTS
-        pts[:, start : start + _RING_POINTS] = root[:, None] + _apply_many(r_root, ring)
+    torso_rings = _rings(_TORSO_RINGS, w, k)
+    pts[:, _I_TORSO:_I_PELVIS_RING] = root[:, None] + _apply_many(r_torso, torso_rings)
+    pelvis_rings = _rings(_PELVIS_RINGS, w, k)
+    pts[:, _I_PELVIS_RING:_I_SHOE] = root[:, None] + _apply_many(r_root, pelvis_rings)
     for side, s in (("l", 1.0), ("r", -1.0)):
         left = side == "l"
         pre = "left_" if left else "right_"
@@ -345,6 +335,17 @@ def pose(rows: np.ndarray, body: Body) -> Skeleton:
         start = _I_SHOE + (0 if left else len(_SHOE))
         pts[:, start : start + len(_SHOE)] = ankle[:, None] + _apply_many(r_foot, shoe)
     return Skeleton(pts, r_head)
+
+
+def _rings(rings, width: float, k: float) -> np.ndarray:
+    """Points on elliptic cross-sections (height, half width, half depth) of the trunk."""
+    a = np.linspace(0, 2 * np.pi, _RING_POINTS, endpoint=False)
+    return np.concatenate(
+        [
+            np.stack([w * width * np.cos(a), np.full_like(a, h * k), d * k * np.sin(a)], axis=1)
+            for h, w, d in rings
+        ]
+    )
 
 
 def joint_angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -446,9 +447,9 @@ def _ease(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
-def _shape(phase: np.ndarray, down: float, hold: float, start: float = 0.0, end: float = 1.0):
-    """A rep's profile: 0 at `start`, eases to 1 over `down`, holds for `hold`, eases back to 0 at
-    `end` (phases as fractions of the rep). Not a sine: the two halves have their own lengths."""
+def _shape(phase: np.ndarray, start: float, down: float, hold: float, end: float = 1.0):
+    """A rep's profile: 0 until `start`, eases to 1 over `down`, holds for `hold`, eases back to
+    0 by `end` (fractions of the rep). Not a sine: the two halves have their own lengths."""
     up = end - start - down - hold
     rising = _ease((phase - start) / down)
     falling = 1.0 - _ease((phase - start - down - hold) / up)
@@ -457,8 +458,13 @@ def _shape(phase: np.ndarray, down: float, hold: float, start: float = 0.0, end:
     )
 
 
+_SQUAT = (0.0, 0.48, 0.08)
+"""(start, down, hold) of a rep's profile, as fractions of the rep: the turning point is in the
+middle of the hold."""
+
+
 def _squat(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
-    s = _shape(phase, 0.48, 0.08)
+    s = _shape(phase, *_SQUAT)
     rows = _rows(phase.size)
     base = NEUTRAL["knee"]
     knee = base + depth * s
@@ -476,8 +482,11 @@ def _squat(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
     return _plant(rows, body)
 
 
+_JACK = (0.0, 0.42, 0.1)  # a short stop with the hands up
+
+
 def _jumping_jack(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
-    s = _shape(phase, 0.42, 0.1)  # a short stop with the hands up
+    s = _shape(phase, *_JACK)
     rows = _rows(phase.size)
     # Arms and trunk in the frontal plane, so the abduction angle is exactly the one asked for.
     _set(rows, "sh_abd", NEUTRAL["sh_abd"] + depth * s)
@@ -496,8 +505,11 @@ def _jumping_jack(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.n
     return rows
 
 
+_CURL = (0.0, 0.36, 0.08)  # up faster than down
+
+
 def _bicep_curl(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
-    s = _shape(phase, 0.36, 0.08)
+    s = _shape(phase, *_CURL)
     rows = _rows(phase.size)
     _set(rows, "el", NEUTRAL["el"] + depth * s)
     _set(rows, "sh_flex", NEUTRAL["sh_flex"] + 5.0 * s)  # the elbows drift forward a little
@@ -507,6 +519,7 @@ def _bicep_curl(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.nda
     return _plant(rows, body)
 
 
+_PUSH_UP = (0.0, 0.5, 0.05)
 _PLANK_ELBOW = 6.0
 _WRIST_HEIGHT = 0.04
 
@@ -532,7 +545,7 @@ def _plank_table(body: Body) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _push_up(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
     """A straight-body push-up on the toes, hands planted under the shoulders, side on."""
-    s = _shape(phase, 0.5, 0.05)
+    s = _shape(phase, *_PUSH_UP)
     k = body.k
     angles, shoulder, root = _plank_table(body)
     arm, fore = _UPPER_ARM * k, _FOREARM * k
@@ -571,6 +584,7 @@ def _push_up(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarra
 
 
 _LUNGE_STEP = 0.72
+_LUNGE = (0.22, 0.24, 0.08)  # lowering starts once the front foot has landed
 
 
 def _lunge(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
@@ -580,11 +594,11 @@ def _lunge(phase: np.ndarray, depth: float, rep: int, body: Body) -> np.ndarray:
     front, back = ("l", "r") if rep % 2 == 0 else ("r", "l")
     # Stand a moment, step out, lower, hold, rise, step back, stand: the still moments at both
     # ends let every frame rate catch the rep's straight-legged start.
-    out, down, hold, home = (0.06, 0.22), 0.24, 0.08, (0.76, 0.94)
+    out, home = (0.06, _LUNGE[0]), (0.76, 0.94)
     step = _ease((phase - out[0]) / (out[1] - out[0])) * (
         1.0 - _ease((phase - home[0]) / (home[1] - home[0]))
     )
-    s = _shape(phase, down, hold, start=out[1], end=home[0])
+    s = _shape(phase, *_LUNGE, end=home[0])
     swing = (
         np.sin(np.pi * np.clip((phase - out[0]) / (out[1] - out[0]), 0, 1)) ** 2
         + np.sin(np.pi * np.clip((phase - home[0]) / (home[1] - home[0]), 0, 1)) ** 2
@@ -645,8 +659,8 @@ class Exercise:
     """The dominant joint angle the range of motion is measured on."""
     depth: float
     """Default range of motion of the dominant joint, degrees."""
-    turn: float
-    """Phase of a rep's turning point (what `rep_times` report)."""
+    shape: tuple[float, float, float]
+    """(start, down, hold) of the rep's profile."""
     posture: str
     """"standing" or "plank": what the rests around a set start from."""
     rows: Callable[[np.ndarray, float, int, Body], np.ndarray]
@@ -655,26 +669,32 @@ class Exercise:
     alternates: bool = False
     """The dominant side changes every rep (lunges: the front leg)."""
 
+    @property
+    def turn(self) -> float:
+        """Phase of a rep's turning point, the middle of the hold (what `rep_times` report)."""
+        start, down, hold = self.shape
+        return start + down + hold / 2
+
 
 EXERCISES: dict[str, Exercise] = {
     e.name: e
     for e in (
-        Exercise("squat", "knee_flexion", 95.0, 0.52, "standing", _squat, knee_flexion),
+        Exercise("squat", "knee_flexion", 95.0, _SQUAT, "standing", _squat, knee_flexion),
         Exercise(
             "jumping_jack",
             "shoulder_abduction",
             145.0,
-            0.47,
+            _JACK,
             "standing",
             _jumping_jack,
             shoulder_abduction,
         ),
         Exercise(
-            "bicep_curl", "elbow_flexion", 115.0, 0.40, "standing", _bicep_curl, elbow_flexion
+            "bicep_curl", "elbow_flexion", 115.0, _CURL, "standing", _bicep_curl, elbow_flexion
         ),
-        Exercise("push_up", "elbow_flexion", 85.0, 0.525, "plank", _push_up, elbow_flexion),
+        Exercise("push_up", "elbow_flexion", 85.0, _PUSH_UP, "plank", _push_up, elbow_flexion),
         Exercise(
-            "lunge", "knee_flexion", 85.0, 0.50, "standing", _lunge, knee_flexion, alternates=True
+            "lunge", "knee_flexion", 85.0, _LUNGE, "standing", _lunge, knee_flexion, alternates=True
         ),
     )
 }
@@ -910,8 +930,8 @@ def _room(
     canvas[:top] = np.clip(np.array(wall) * shade, 0, 255).astype(np.uint8)
     depth = np.linspace(0.85, 1.1, height - top)[:, None, None]
     canvas[top:] = np.clip(np.array(floor) * depth, 0, 255).astype(np.uint8)
-    texture = rng.normal(0, 4, (height // 4 + 1, width // 4 + 1, 1))
-    texture = cv2.resize(texture, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
+    grain = rng.normal(0, 4, (height // 4 + 1, width // 4 + 1, 1))
+    texture = cv2.resize(grain, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
     canvas = np.clip(canvas + texture, 0, 255).astype(np.uint8)
     # Floor boards converging toward the middle of the wall.
     line = tuple(int(c * 0.82) for c in floor)
@@ -1104,13 +1124,12 @@ _OWN = _own_parts()
 
 @dataclass
 class _Person:
-    """A person in a clip: pose rows, size, look, and the frames where it is in the room."""
+    """A person in a clip: pose rows, size, look, and its label in the visibility buffer."""
 
     rows: np.ndarray
     body: Body
     look: Look
     label: int
-    present: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -1927,7 +1946,7 @@ class _Writer:
             self.stream.pix_fmt = "yuv420p"
             self.av = av
         elif codec == "mp4v":
-            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
             if not self.writer.isOpened():
                 raise RuntimeError(f"OpenCV cannot write {path} with mp4v")
         else:
@@ -2054,6 +2073,142 @@ def _others(
     raise ValueError(f"unknown other person {kind!r}")
 
 
+class _Backdrop:
+    """The room behind the people, with a margin so that drift, roll and zoom never show its
+    edge, lit by the scene's light, and its TV."""
+
+    def __init__(
+        self, spec: ClipSpec, view: _View, rng: np.random.Generator, look: Look, wall, floor, n: int
+    ):
+        width, height = spec.size
+        self.size = spec.size
+        self.margin = margin = int(0.22 * max(width, height))
+        # The wall stands 4.5 m behind the athlete: its foot is the floor line of the picture.
+        ahead = np.array([view.axes[2][0], 0.0, view.axes[2][2]])
+        ahead /= np.linalg.norm(ahead)
+        wall_foot, wall_depth = view.project((4.5 * ahead)[None, None], moved=False)
+        athlete_x = spec.camera.at[0] * width + margin
+        half = (
+            0.45
+            * spec.camera.height
+            * height
+            * (1.0 + abs(math.sin(math.radians(spec.camera.yaw))))
+        )
+        canvas, self.tv_rect = _room(
+            rng,
+            (width + 2 * margin, height + 2 * margin),
+            float(wall_foot[0, 0, 1]) + margin,
+            view.focal / float(wall_depth[0, 0]),
+            wall,
+            floor,
+            (athlete_x - half, athlete_x + half),
+            [look.skin, look.shirt, look.trousers],
+            spec.scene.tv,
+        )
+        self.light = spec.scene.light * _vignette(
+            (width + 2 * margin, height + 2 * margin), spec.scene.vignette
+        )
+        self.canvas = np.clip(canvas * self.light[..., None], 0, 255).astype(np.uint8)
+        self.cuts = np.zeros(1, int)
+        self.pictures: list[np.ndarray] = []
+        if self.tv_rect is not None:
+            self.cuts, pictures = _tv_frames(rng, self.tv_rect, n, spec.fps)
+            x, y, w, h = self.tv_rect
+            lit = self.light[y : y + h, x : x + w, None]
+            self.pictures = [np.clip(p * lit, 0, 255).astype(np.uint8) for p in pictures]
+        self.motion = view.motion
+        self.still = bool(
+            np.allclose(view.motion, view.motion[:1])
+            and np.allclose(view.motion[0, :, :2], np.eye(2))
+        )
+        self.to_canvas = np.array([[1.0, 0.0, -margin], [0.0, 1.0, -margin], [0.0, 0.0, 1.0]])
+
+    def light_at(self, pixels: np.ndarray) -> np.ndarray:
+        """The light at frame pixels (n, 2), as the still camera sees the room."""
+        top = self.light.shape[1] - 1, self.light.shape[0] - 1
+        x = np.clip(np.round(pixels[:, 0] + self.margin), 0, top[0]).astype(int)
+        y = np.clip(np.round(pixels[:, 1] + self.margin), 0, top[1]).astype(int)
+        return self.light[y, x]
+
+    def frame(self, i: int) -> np.ndarray:
+        """The room as frame `i` shows it (a fresh array to draw on)."""
+        if self.pictures:
+            x, y, w, h = self.tv_rect
+            cut = int(np.searchsorted(self.cuts, i, side="right") - 1)
+            self.canvas[y : y + h, x : x + w] = self.pictures[cut]
+        width, height = self.size
+        if self.still:
+            ox = int(round(self.margin - self.motion[i, 0, 2]))
+            oy = int(round(self.margin - self.motion[i, 1, 2]))
+            return self.canvas[oy : oy + height, ox : ox + width].copy()
+        matrix = (np.vstack([self.motion[i], [0, 0, 1]]) @ self.to_canvas)[:2]
+        return cv2.warpAffine(
+            self.canvas, matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+
+
+class _Sensor:
+    """What the camera adds to every frame: light flicker and sensor noise."""
+
+    def __init__(
+        self, scene: Scene, size: tuple[int, int], fps: float, n: int, rng: np.random.Generator
+    ):
+        width, height = size
+        wave = 0.6 * np.sin(2 * np.pi * 0.9 * np.arange(n) / fps) + 0.6 * rng.uniform(-1, 1, n)
+        self.gain = 1.0 + scene.flicker * np.clip(wave, -1, 1) if scene.flicker else None
+        # A few noise images reused in turn: drawing fresh noise per frame costs more than the
+        # rest of the frame, and the codec cannot tell.
+        self.noise = []
+        if scene.noise:
+            for _ in range(6):
+                noise = rng.normal(0.0, scene.noise, size=(height, width, 3))
+                self.noise.append(
+                    (
+                        np.clip(noise, 0, 255).astype(np.uint8),
+                        np.clip(-noise, 0, 255).astype(np.uint8),
+                    )
+                )
+
+    def apply(self, frame: np.ndarray, i: int) -> np.ndarray:
+        if self.gain is not None:
+            frame = cv2.convertScaleAbs(frame, alpha=float(self.gain[i]))
+        if self.noise:
+            plus, minus = self.noise[i % len(self.noise)]
+            frame = cv2.subtract(cv2.add(frame, plus), minus)
+        return frame
+
+
+class _Visibility:
+    """Reads the visibility of the athlete's landmarks off the frame's label buffer."""
+
+    def __init__(self, lead: _Drawn, size: tuple[int, int], k: float):
+        n = lead.depth.shape[0]
+        self.size = size
+        self.own = np.zeros((33, 256), bool)
+        for j, labels in _OWN.items():
+            self.own[j, list(labels)] = True
+        self.trunk_labels = np.zeros(256, bool)
+        self.trunk_labels[[_LABEL["shirt"], _LABEL["pelvis"]]] = True
+        # A shoulder or hip on the far side of the trunk is behind it, though the trunk is its own.
+        trunk = np.array([LM[f"{s}_{j}"] for s in ("left", "right") for j in ("shoulder", "hip")])
+        middle = lead.depth[:, _I_TORSO:_I_PELVIS_RING].mean(axis=1)
+        self.behind_trunk = np.zeros((n, 33), bool)
+        self.behind_trunk[:, trunk] = lead.depth[:, trunk] > middle[:, None] + 0.07 * k
+        self.codes = np.full((n, 33), OUT_OF_FRAME, np.uint8)
+
+    def read(self, i: int, xy: np.ndarray, labels: np.ndarray) -> None:
+        """Record frame `i`'s codes from the landmarks' pixels (33, 2) and the half-size labels."""
+        width, height = self.size
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+        lx = np.clip((xy[:, 0] / 2).astype(int), 0, labels.shape[1] - 1)
+        ly = np.clip((xy[:, 1] / 2).astype(int), 0, labels.shape[0] - 1)
+        found = labels[ly, lx]
+        own = self.own[np.arange(33), found] & ~(self.behind_trunk[i] & self.trunk_labels[found])
+        code = np.where(found >= 100, HIDDEN, np.where(own, VISIBLE, SELF_OCCLUDED))
+        code = np.where(found == 0, VISIBLE, code)
+        self.codes[i] = np.where(inside, code, OUT_OF_FRAME)
+
+
 def write_clip(path: Path, spec: ClipSpec, scenario: str = "") -> ClipTruth:
     """Write a clip of a person working out as `spec` says, and return its ground truth.
 
@@ -2064,6 +2219,10 @@ def write_clip(path: Path, spec: ClipSpec, scenario: str = "") -> ClipTruth:
 
     Returns:
         The truth: sets, rests, and the athlete's joints per frame.
+
+    Raises:
+        ValueError: for an unknown exercise, rest, other person or codec, an odd frame size, or
+            back-to-back sets of different postures.
     """
     plan_rng, view_rng, scene_rng, people_rng, motion_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(5)
@@ -2078,161 +2237,50 @@ def write_clip(path: Path, spec: ClipSpec, scenario: str = "") -> ClipTruth:
     n = rows.shape[0]
     view = _view(spec.camera, body, spec.size, fps, n, view_rng)
 
-    # The room, with a margin so that drift, roll and zoom never show its edge.
-    margin = int(0.22 * max(width, height))
     wall = _WALLS[int(scene_rng.integers(len(_WALLS)))]
     floor = _FLOORS[int(scene_rng.integers(len(_FLOORS)))]
-    athlete_look = _look(scene_rng, wall, floor)
-    while not _apart(athlete_look.skin, [wall], 35):
+    look = _look(scene_rng, wall, floor)
+    while not _apart(look.skin, [wall], 35):
         wall = _WALLS[int(scene_rng.integers(len(_WALLS)))]
-        athlete_look = _look(scene_rng, wall, floor, skin=athlete_look.skin)
-    # The wall stands 4.5 m behind the athlete: its foot is the floor line of the picture.
-    ahead = np.array([view.axes[2][0], 0.0, view.axes[2][2]])
-    ahead /= np.linalg.norm(ahead)
-    wall_foot, wall_depth = view.project((4.5 * ahead)[None, None], moved=False)
-    horizon = float(wall_foot[0, 0, 1]) + margin
-    metre = view.focal / float(wall_depth[0, 0])
-    athlete_x = spec.camera.at[0] * width + margin
-    half = 0.45 * spec.camera.height * height * (1.0 + abs(math.sin(math.radians(spec.camera.yaw))))
-    keep_out = (athlete_x - half, athlete_x + half)
-    canvas, tv_rect = _room(
-        scene_rng,
-        (width + 2 * margin, height + 2 * margin),
-        horizon,
-        metre,
-        wall,
-        floor,
-        keep_out,
-        [athlete_look.skin, athlete_look.shirt, athlete_look.trousers],
-        spec.scene.tv,
-    )
-    light = spec.scene.light * _vignette(
-        (width + 2 * margin, height + 2 * margin), spec.scene.vignette
-    )
-    canvas = np.clip(canvas * light[..., None], 0, 255).astype(np.uint8)
-    tv = None
-    if tv_rect is not None:
-        cuts, pictures = _tv_frames(scene_rng, tv_rect, n, fps)
-        x, y, w, h = tv_rect
-        tv = (
-            cuts,
-            [
-                np.clip(p * light[y : y + h, x : x + w, None], 0, 255).astype(np.uint8)
-                for p in pictures
-            ],
-        )
-
-    athlete = _Person(rows, body, athlete_look, 0)
-    others = _others(spec, people_rng, view, pieces, n, wall, floor, athlete_look.shirt)
-    for other in others:
-        other.present = np.ones(n, bool)
-    people = [athlete, *others]
+        look = _look(scene_rng, wall, floor, skin=look.skin)
+    backdrop = _Backdrop(spec, view, scene_rng, look, wall, floor, n)
+    people = [_Person(rows, body, look, 0)]
+    people += _others(spec, people_rng, view, pieces, n, wall, floor, look.shirt)
     drawn = []
     for person in people:
-        pelvis, _ = view.project(pose(person.rows, person.body).points[:, _PELVIS : _PELVIS + 1])
         # People in a dark corner are dark too: the light at their pelvis scales their colours.
-        px = np.clip(np.round(pelvis[:, 0, 0] + margin), 0, width + 2 * margin - 1).astype(int)
-        py = np.clip(np.round(pelvis[:, 0, 1] + margin), 0, height + 2 * margin - 1).astype(int)
-        drawn.append(_prepare(person, view, light[py, px]))
+        pelvis, _ = view.project(pose(person.rows, person.body).points[:, _PELVIS : _PELVIS + 1])
+        drawn.append(_prepare(person, view, backdrop.light_at(pelvis[:, 0])))
     lead = drawn[0]
-
-    flicker = 1.0 + spec.scene.flicker * np.clip(
-        0.6 * np.sin(2 * np.pi * 0.9 * np.arange(n) / fps) + 0.6 * scene_rng.uniform(-1, 1, n),
-        -1,
-        1,
-    )
-    noise_bank = []
-    for _ in range(6):
-        noise = scene_rng.normal(0.0, spec.scene.noise, size=(height, width, 3))
-        noise_bank.append(
-            (np.clip(noise, 0, 255).astype(np.uint8), np.clip(-noise, 0, 255).astype(np.uint8))
-        )
-    still_camera = bool(
-        np.allclose(view.motion, view.motion[:1]) and np.allclose(view.motion[0, :, :2], np.eye(2))
-    )
-    to_canvas = np.array([[1.0, 0.0, -margin], [0.0, 1.0, -margin], [0.0, 0.0, 1.0]])
-
-    visibility = np.full((n, 33), OUT_OF_FRAME, np.uint8)
-    own = np.zeros((33, 256), bool)
-    for j, labels in _OWN.items():
-        own[j, list(labels)] = True
-    torso_labels = np.zeros(256, bool)
-    torso_labels[[_LABEL["shirt"], _LABEL["pelvis"]]] = True
-    trunk = np.array([LM[f"{s}_{j}"] for s in ("left", "right") for j in ("shoulder", "hip")])
-    torso_depth = lead.depth[:, _I_TORSO:_I_PELVIS_RING].mean(axis=1)
-    behind_trunk = np.zeros((n, 33), bool)
-    behind_trunk[:, trunk] = lead.depth[:, trunk] > torso_depth[:, None] + 0.07 * body.k
+    sensor = _Sensor(spec.scene, spec.size, fps, n, scene_rng)
+    visibility = _Visibility(lead, spec.size, body.k)
 
     writer = _Writer(path, spec.size, fps, spec.codec, spec.crf, spec.preset)
     labels = np.zeros((height // 2, width // 2), np.uint8)
     try:
         for i in range(n):
-            if tv is not None:
-                cuts, pictures = tv
-                k = int(np.searchsorted(cuts, i, side="right") - 1)
-                x, y, w, h = tv_rect
-                canvas[y : y + h, x : x + w] = pictures[k]
-            if still_camera:
-                dx, dy = view.motion[i, 0, 2], view.motion[i, 1, 2]
-                ox, oy = int(round(margin - dx)), int(round(margin - dy))
-                frame = canvas[oy : oy + height, ox : ox + width].copy()
-            else:
-                matrix = (np.vstack([view.motion[i], [0, 0, 1]]) @ to_canvas)[:2]
-                frame = cv2.warpAffine(
-                    canvas,
-                    matrix,
-                    (width, height),
-                    flags=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REFLECT,
-                )
+            frame = backdrop.frame(i)
             labels[:] = 0
-            behind_lead = True
+            in_front = False
             for d in sorted(drawn, key=lambda d: -float(d.depth[i, _PELVIS])):
-                if d.depth[i, _PELVIS] < 0.3 or (
-                    d.person.present is not None and not d.person.present[i]
-                ):
+                if d.depth[i, _PELVIS] < 0.3:  # behind the camera
                     continue
                 if d is lead:
-                    behind_lead = False
                     _draw_person(frame, labels, d, i, None)
+                    in_front = True
                 else:
                     # Only someone in front of the athlete can hide its joints.
-                    _draw_person(frame, None if behind_lead else labels, d, i, d.person.label)
-            xy = lead.pixels[i, :33]
-            inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
-            lx = np.clip((xy[:, 0] / 2).astype(int), 0, width // 2 - 1)
-            ly = np.clip((xy[:, 1] / 2).astype(int), 0, height // 2 - 1)
-            found = labels[ly, lx]
-            code = np.where(
-                found == 0,
-                VISIBLE,
-                np.where(
-                    found >= 100,
-                    HIDDEN,
-                    np.where(
-                        own[np.arange(33), found] & ~(behind_trunk[i] & torso_labels[found]),
-                        VISIBLE,
-                        SELF_OCCLUDED,
-                    ),
-                ),
-            )
-            visibility[i] = np.where(inside, code, OUT_OF_FRAME)
-            if spec.scene.flicker:
-                frame = cv2.convertScaleAbs(frame, alpha=float(flicker[i]))
-            if spec.scene.noise:
-                plus, minus = noise_bank[i % len(noise_bank)]
-                frame = cv2.subtract(cv2.add(frame, plus), minus)
-            writer.write(frame)
+                    _draw_person(frame, labels if in_front else None, d, i, d.person.label)
+            visibility.read(i, lead.pixels[i, :33], labels)
+            writer.write(sensor.apply(frame, i))
     finally:
         writer.close()
 
     joints = lead.pixels[:, :33].astype(np.float32)
     joints_3d = pose(rows, body).points[:, :33].astype(np.float32)
-    body_height = (body.height * view.focal * view.scale / lead.depth[:, _PELVIS]).astype(
-        np.float32
-    )
-    seen = (visibility[:, MAJOR] <= SELF_OCCLUDED).sum(axis=1)
-    present = seen >= 6
+    body_height = body.height * view.focal * view.scale / lead.depth[:, _PELVIS]
+    codes = visibility.codes
+    present = (codes[:, MAJOR] <= SELF_OCCLUDED).sum(axis=1) >= 6
     sets = tuple(
         _true_set(p, spec, joints_3d, joints, lead.depth) for p in pieces if p.kind == "set"
     )
@@ -2245,11 +2293,11 @@ def write_clip(path: Path, spec: ClipSpec, scenario: str = "") -> ClipTruth:
         sets,
         rests,
         joints,
-        visibility,
+        codes,
         joints_3d,
-        body_height,
+        body_height.astype(np.float32),
         present,
-        athlete_look,
+        look,
         scenario,
     )
 
