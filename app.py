@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import logs
+from analysis.pose import silence_runtime_banner
 from async_api import (
     UPLOAD_FORM,
     PrivateCacheMiddleware,
@@ -119,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage = Path(settings.storage_dir).resolve()
         # First of all: a second process on this folder must not resume our sessions.
         lock = await anyio.to_thread.run_sync(StorageLock.acquire, storage)
+        # Before anything else runs: the pose runtime's one-off line on stderr would be the
+        # only log line that is not JSON.
+        silence_runtime_banner()
         try:
             sessions = await anyio.to_thread.run_sync(SessionManager, storage / SESSIONS_DB)
             tasks = BackgroundTaskManager(

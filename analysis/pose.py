@@ -65,6 +65,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -465,6 +467,39 @@ def _as_image(frame: Any) -> np.ndarray | None:
         return None
     frame = np.ascontiguousarray(frame)
     return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+
+
+_BANNER_SILENCED = False
+
+
+def silence_runtime_banner(models_dir: Path | None = None) -> None:
+    """Make the process's first LiteRT interpreter now, with stderr pointed away.
+
+    LiteRT writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to stderr
+    from C++, once per process, when its first interpreter is made; no setting turns it off
+    (TF_CPP_MIN_LOG_LEVEL does not reach it). In production every log line must be a JSON
+    object, so a server calls this at start-up, while nothing else writes, and the line never
+    appears. Does nothing when the runtime or the models are missing, or the second time.
+    """
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        return
+    _BANNER_SILENCED = True
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        path = models.verified_path(DETECTOR_MODEL, models_dir)
+    except (ImportError, models.ModelFileError):
+        return
+    sys.stderr.flush()
+    saved, sink = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 2)
+        Interpreter(model_path=str(path)).allocate_tensors()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(sink)
 
 
 class PoseEstimator:
