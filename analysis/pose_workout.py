@@ -74,6 +74,10 @@ _MOVING_SPEED = 20.0
 _SIDE_MARGIN = 0.15
 """How much less visible one side's landmarks must be for a set to be read on the other."""
 
+_HOLD_DEGREES = 20.0
+"""How far (10th to 90th percentile) a limb angle may wander while the athlete holds still
+(one limb may wander up to twice as far: estimator noise on a half-hidden side)."""
+
 _MIN_ROM = 20.0
 """Degrees a joint must move for its excursions to count as reps."""
 
@@ -233,7 +237,9 @@ def classify(angles: np.ndarray) -> Classification:
         "lunge": upright
         * _sigmoid(rom["knee"], 35.0, 8.0)
         * lunging
-        * (1.0 - _sigmoid(rom["shoulder"], 110.0, 10.0)),
+        # Lower than for squats (arms swung forward to balance a squat reach 90 degrees): a
+        # lunge's arms hang or rest on the hips, and a jumping jack's legs split apart too.
+        * (1.0 - _sigmoid(rom["shoulder"], 90.0, 10.0)),
         "bicep_curl": upright
         * _sigmoid(rom["elbow"], 50.0, 8.0)
         * _sigmoid(rom["elbow"] - 1.5 * others, 0.0, 10.0),
@@ -628,12 +634,10 @@ def _drop_rep(s: FoundSet, index: int) -> FoundSet:
     )
 
 
-def _merge_pauses(
-    sets: list[FoundSet], grid: BodyGrid, moving: np.ndarray, max_pause: float
-) -> list[FoundSet]:
+def _merge_pauses(sets: list[FoundSet], grid: BodyGrid, max_pause: float) -> list[FoundSet]:
     """Join consecutive sets of the same exercise and tempo separated by a pause: at most
     `max_pause` seconds during which the athlete holds still. Shaking the arms out, shifting
-    about or walking off between two sets of squats is a rest, however short."""
+    about, fidgeting or walking off between two sets of squats is a rest, however short."""
     out: list[FoundSet] = []
     for s in sets:
         if out:
@@ -641,10 +645,12 @@ def _merge_pauses(
             gap = s.start - prev.end
             spacing = [float(np.median(np.diff(x.rep_times))) for x in (prev, s)]
             similar = abs(spacing[0] - spacing[1]) <= 0.35 * max(spacing)
-            # (The moving mask is smoothed over a second: look inside its reach of the reps.)
-            between = (grid.times > prev.end + 0.5) & (grid.times < s.start - 0.5)
-            still = not moving[between].any() and not _travels(grid, prev.end, s.start, 0.15)
-            if s.exercise == prev.exercise and 0 <= gap <= max_pause and similar and still:
+            if (
+                s.exercise == prev.exercise
+                and 0 <= gap <= max_pause
+                and similar
+                and _holds_still(grid, prev.end, s.start)
+            ):
                 out[-1] = replace(
                     prev,
                     end=s.end,
@@ -656,6 +662,26 @@ def _merge_pauses(
                 continue
         out.append(s)
     return out
+
+
+def _holds_still(grid: BodyGrid, start: float, end: float) -> bool:
+    """Whether the athlete holds a position from `start` to `end`: no limb angle wanders more
+    than _HOLD_DEGREES (10th to 90th percentile of its pose samples there: a hold is a few
+    degrees of estimator noise, shaking out or fidgeting is tens), and the hips stay put."""
+    inside = (grid.raw_times > start) & (grid.raw_times < end)
+    limbs = grid.raw_angles[inside][:, _LIMBS]
+    known = ~np.isnan(limbs)
+    spreads = [
+        float(np.percentile(limbs[known[:, k], k], 90) - np.percentile(limbs[known[:, k], k], 10))
+        for k in range(limbs.shape[1])
+        if known[:, k].sum() >= 3
+    ]
+    # One limb may read loose (a side half hidden, a depth flip of the lifting), not two,
+    # and not by much: shaking out or fidgeting moves both arms or a leg by tens of degrees.
+    wandering = [x for x in spreads if x > _HOLD_DEGREES]
+    if len(wandering) > 1 or any(x > 2 * _HOLD_DEGREES for x in wandering):
+        return False
+    return not _travels(grid, start, end, 0.15)
 
 
 def find_sets(
@@ -709,7 +735,7 @@ def find_sets(
     sets.extend(_short_sets(grid, valid & moving, claimed, options))
     sets = [s for s in sets if not _travels(grid, s.start, s.end)]
     sets.sort(key=lambda s: s.start)
-    return _merge_pauses(_without_overlap(sets), grid, moving, options.max_pause)
+    return _merge_pauses(_without_overlap(sets), grid, options.max_pause)
 
 
 def _without_overlap(sets: list[FoundSet]) -> list[FoundSet]:

@@ -6,9 +6,9 @@ as often as the movement needs (`PoseScheduler`):
 
 - while the athlete holds still, every `pose_max_interval` seconds (enough to keep tracking and
   to notice the start of a set);
-- as soon as the athlete's part of the picture moves, at the full sample rate, until the rep
-  tempo is known; then about `samples_per_rep` estimates per rep (a 3-second squat needs far
-  fewer than a half-second jumping jack), never fewer than the still rate;
+- as soon as the athlete's part of the picture moves, 5 times per shortest rep (`min_period`)
+  until the rep tempo is known; then about `samples_per_rep` estimates per rep (a 3-second squat
+  needs far fewer than a half-second jumping jack), never fewer than the still rate;
 - while nobody is followed, at the next sample, then at intervals doubling up to
   `pose_search_interval` seconds (the person detector is the expensive part, but the first
   seconds of a video, or of someone stepping back into view, should not be missed).
@@ -41,7 +41,7 @@ _BOX_MOTION = 0.04
 _MIN_PELVIS = 0.15
 """Metres between the hip joints of the 3D skeleton below which it is not a body's (median)."""
 
-_MIN_PELVIS_RATIO = 0.4
+_MIN_PELVIS_RATIO = 0.35
 """Hip width / shoulder width that a body's pelvis stays above nearly always (10th percentile)."""
 
 _TEMPO_WINDOW = 6.0
@@ -119,8 +119,12 @@ class PoseScheduler:
 
     def _stride_for(self, period: float | None) -> int:
         if period is None:
-            return 1  # moving without a known tempo: sample everything
-        per_rep = math.floor(period * self.rate / self.options.samples_per_rep)
+            # Moving without a tempo (the first reps of a set, a set of two or three reps,
+            # fidgeting in a rest): five estimates per shortest rep at least, so even a
+            # half-second rep's top is caught (a set too short to show a tempo is measured
+            # on these alone); then the tempo sets the rate.
+            return max(1, math.floor(self.rate * self.options.min_period / 5))
+        per_rep = round(period * self.rate / self.options.samples_per_rep)
         return max(1, min(self.still_stride, per_rep))
 
     def _tempo(self) -> float | None:
@@ -223,7 +227,7 @@ class AthleteTracker:
         joints and 0.6 of the shoulders' width, in any view; a figure drawn with thick lines
         gets about 0.1 m, and its hips collapse onto one point every so often (measured: median
         0.10-0.13 m and a 10th percentile of 0.24-0.33 of the shoulders' width on them, against
-        0.195-0.23 m and 0.53-0.65 on the real man and on rendered people)."""
+        0.195-0.23 m and 0.38-0.65 on the real man and on rendered people)."""
         if self.found < 5 or self.found < min_coverage * self.estimates:
             return False
         n = self.track.count

@@ -1657,7 +1657,11 @@ class ClipSpec:
     fps: int = 30
     rests: tuple[str, ...] = ("still", "shift", "fidget", "shake")
     """Kinds of the rests in turn: the lead-in, the rests between sets, the tail."""
-    rest_seconds: tuple[float, float] = (4.0, 6.5)
+    rest_seconds: tuple[float, float] = (7.0, 9.0)
+    """Range of a rest's length between sets. Real rests last 30 s or more; these are shorter to
+    keep clips small, but clearly longer than a pause inside a set (`SetPlan.pause`, 4 s):
+    an analysis can tell the two apart only by their length and by whether the athlete holds
+    still."""
     lead_in: tuple[float, float] = (2.0, 3.0)
     back_to_back: bool = False
     """No rest between sets (the sets must share a posture)."""
@@ -2379,7 +2383,7 @@ SCENARIOS: dict[str, ClipSpec] = {
         seed=14,
         camera=_SIDE_PLANK,
         lead_in=(1.2, 1.8),
-        rest_seconds=(3.0, 3.5),
+        rest_seconds=(7.0, 8.0),
     ),
     "lunges": _spec(
         SetPlan("lunge", 7, 2.0), SetPlan("lunge", 6, 2.1), seed=15, camera=Camera(yaw=65.0)
