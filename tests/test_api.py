@@ -457,14 +457,15 @@ def test_an_artifact_that_vanishes_between_lookup_and_response_is_404(
     wait_for(client, session_id)
     url = client.get(f"{API}/results/{session_id}").json()["data"]["highlights"][0]["thumbnail_url"]
     service = client.app.state.service  # type: ignore[attr-defined]
-    lookup = service.artifact_path
+    lookup = service.artifact
 
     def lookup_then_lose(session_id: str, name: str) -> Path:
         path = lookup(session_id, name)  # the real lookup finds the file...
+        assert isinstance(path, Path)
         path.unlink()  # ...and a cleanup removes it before the response is sent
         return path
 
-    monkeypatch.setattr(service, "artifact_path", lookup_then_lose)
+    monkeypatch.setattr(service, "artifact", lookup_then_lose)
     response = client.get(url)
     assert response.status_code == 404
     assert response.json() == {"detail": "Artifact not found"}
