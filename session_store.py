@@ -94,7 +94,7 @@ CHANNEL = f"{PREFIX}changes"
 # ARGV[1]: the allowed current statuses, JSON-encoded, one per line ('' for any); ARGV[2]:
 # updated_at (JSON); ARGV[3]: the channel; ARGV[4]: the session id; ARGV[5..]: field, JSON value.
 _UPDATE = """
-local STATUSES = {STATUSES}
+local STATUSES = {STATUSES_JSON}
 local function index_of(status)
   for i, s in ipairs(STATUSES) do
     if s == status then return KEYS[i + 1] end
@@ -131,7 +131,7 @@ changes[#changes + 1] = ARGV[2]
 redis.call('HSET', KEYS[1], unpack(changes))
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
-""".replace("{STATUSES}", ", ".join(f"'{json.dumps(s.value)}'" for s in _STATUSES))
+""".replace("STATUSES_JSON", ", ".join(f"'{json.dumps(s.value)}'" for s in _STATUSES))
 
 # KEYS[1]: the hash; KEYS[2]: the index of its (queued) status. ARGV[1]: id; ARGV[2]: created_at;
 # ARGV[3]: TTL in ms; ARGV[4]: the channel; ARGV[5..]: field, JSON value.
