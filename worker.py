@@ -38,7 +38,8 @@ def _serve_metrics(port: int) -> None:
 
     Must run before anything creates a metric. Every horse of this worker writes into files
     named after the worker's pid, not its own: a worker runs one horse at a time, so they never
-    write at once, and the folder does not grow by two files per job.
+    write at once, and the folder does not grow by two files per job. The worker itself never
+    opens them (its horses make their metrics after the fork).
     """
     folder = tempfile.mkdtemp(prefix="worker-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
@@ -71,7 +72,8 @@ def build_worker(settings: Settings) -> Any:
         settings,
         remote.sessions,
         remote.tasks,
-        events=SessionEvents(Metrics()),
+        # Metrics are made in each horse (main_work_horse), never here: see _serve_metrics.
+        events=SessionEvents(),
         blobs=remote.blobs,
         # A worker never runs synchronous analyses; the pool only satisfies the constructor.
         pool=BackgroundTaskManager(max_workers=1),
@@ -108,6 +110,13 @@ def build_worker(settings: Settings) -> Any:
             if self._stopped_job_id != job.id:
                 service.job_interrupted(job.id, bool(job.retries_left), "work horse died")
             super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+
+        def main_work_horse(self, job: Any, queue: Any) -> None:
+            # In the horse: a fresh registry whose values are read from the files as the last
+            # horse left them (one made in the worker itself would hand every horse a stale view
+            # of the files, and the next horse would write over the last one's entries).
+            service.events = SessionEvents(Metrics())
+            super().main_work_horse(job, queue)
 
         def execute_job(self, job: Any, queue: Any) -> None:
             try:

@@ -17,7 +17,7 @@ from analysis import models
 from app import create_app
 from blob_store import S3BlobStore
 from config import Settings
-from tests.cluster import Cluster, bucket_keys
+from local_cluster import Cluster, bucket_keys
 from tests.synthetic import make_video
 
 API = "/api/v1/video"

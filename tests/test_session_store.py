@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from local_cluster import RedisServer
 from session_manager import SessionStatus
 from session_store import CHANNEL, RedisSessionStore, StoreUnavailable
-from tests.cluster import RedisServer
 
 
 @pytest.fixture(scope="module")

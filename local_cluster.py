@@ -1,16 +1,26 @@
-"""Real servers for the distributed mode, on free loopback ports in temporary folders: Debian's
-`redis-server`, SeaweedFS (`weed mini`, from the dev requirements) as the S3 server, and RQ workers
-started with the Procfile's `worker:` line. Every start and stop has a deadline."""
+"""The distributed mode on one machine: `make run-cluster` (`python -m local_cluster`), and the
+tests' real servers.
+
+Debian's `redis-server`, SeaweedFS (`weed mini`, from the dev requirements) as the S3 server,
+RQ workers started with the Procfile's `worker:` line and the API with its `web:` line, each on
+a free loopback port, in a folder of its own. Every start and stop has a deadline. `make
+run-cluster` starts two workers and the API and stops everything on Ctrl-C: the API and the
+workers first (a worker hands its job back), then the S3 server and Redis.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -19,7 +29,8 @@ from typing import Any
 import httpx
 
 from config import Settings
-from tests.server import ROOT, free_port
+
+ROOT = Path(__file__).resolve().parent
 
 BUCKET = "videos"
 ACCESS_KEY = "test-access-key"
@@ -31,6 +42,13 @@ FAST_RECOVERY = {
     "WORKER_LOST_SECONDS": "4",
     "JOB_SWEEP_SECONDS": "0.5",
 }
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _deadline(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -84,7 +102,9 @@ class RedisServer:
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir"]
         command += [str(self.folder), "--appendonly", "yes", "--save", ""]
         with open(self.folder / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         client = self.client()
         try:
             _deadline(lambda: _pings(client), 10, f"redis-server on port {self.port}")
@@ -153,7 +173,9 @@ class S3Server:
         for flag, port in ports.items():
             command += [flag, str(port)]
         with open(self.folder / "weed.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         _deadline(self._answers, 30, f"weed mini's S3 on port {self.port}")
         client = self.client()
         _deadline(lambda: _bucket_made(client), 30, "creating the bucket")
@@ -225,6 +247,7 @@ class WorkerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C is the launcher's to pass on, in order
             )
         _deadline(self._ready, 60, f"the worker ({self.log.name})")
         return self
@@ -371,3 +394,60 @@ class Cluster:
             worker.stop()
         self.s3.stop()
         self.redis.stop()
+
+
+def main() -> None:
+    """`make run-cluster`: Redis, an S3 server, two workers and the API, until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000, help="the API's port")
+    parser.add_argument("--workers", type=int, default=2, help="how many RQ workers")
+    parser.add_argument("--folder", type=Path, help="where the servers keep their data")
+    options = parser.parse_args()
+    folder = options.folder or Path(tempfile.mkdtemp(prefix="run-cluster-"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = Cluster(folder, workers=0)
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        print(f"starting in {folder}", flush=True)
+        cluster.start()
+        print(f"redis-server on {cluster.redis.url}, S3 on {cluster.s3.url}", flush=True)
+        for index in range(options.workers):
+            worker = cluster.add_worker()
+            print(f"worker {index + 1} (pid {worker.pid}), log {worker.log}", flush=True)
+        command = [a.replace("$PORT", str(options.port)) for a in procfile_command("web")]
+        command[command.index("0.0.0.0")] = "127.0.0.1"
+        if command[0] == "uvicorn":
+            command[:1] = [sys.executable, "-m", "uvicorn"]
+        with open(folder / "api.log", "ab") as log:
+            api = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=cluster.env(folder / "api"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{options.port}"
+        _deadline(lambda: _healthy(api, url), 60, f"the API on {url}")
+        print(f"ready: {url}/ (API log {folder / 'api.log'}); Ctrl-C stops everything", flush=True)
+        stop.wait()
+    finally:
+        print("stopping", flush=True)
+        _stop(api)
+        cluster.stop()
+        print("stopped", flush=True)
+
+
+def _healthy(process: subprocess.Popen[bytes], url: str) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"the API exited with {process.returncode}")
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
