@@ -158,11 +158,21 @@ class S3BlobStore:
     Args:
         scratch: a local folder for the temporary copies an analysis works on.
         url_seconds: how long an artifact's presigned URL stays valid.
+        url_style: "path" (endpoint/bucket/key, what SeaweedFS and MinIO expect) or "virtual"
+            (bucket.endpoint/key).
         client_options: boto3 client arguments (endpoint_url, credentials, region_name).
     """
 
-    def __init__(self, bucket: str, scratch: Path, url_seconds: int, **client_options: Any) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        scratch: Path,
+        url_seconds: int,
+        url_style: str = "path",
+        **client_options: Any,
+    ) -> None:
         self.bucket = bucket
+        self.url_style = url_style
         self.scratch = scratch
         self.url_seconds = url_seconds
         self._options = client_options
@@ -177,6 +187,7 @@ class S3BlobStore:
             settings.s3_bucket,
             Path(settings.storage_dir).resolve(),
             settings.s3_url_seconds,
+            settings.s3_url_style,
             endpoint_url=settings.s3_endpoint_url,
             aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
             aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
@@ -195,7 +206,7 @@ class S3BlobStore:
                 self._client = boto3.client(
                     "s3",
                     config=Config(
-                        s3={"addressing_style": "path"},
+                        s3={"addressing_style": self.url_style},
                         retries={"max_attempts": 3, "mode": "standard"},
                         connect_timeout=5,
                         read_timeout=60,

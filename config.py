@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id.")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
     s3_region: str = Field("us-east-1", description="The bucket's region (signing).")
+    s3_url_style: Literal["path", "virtual"] = Field(
+        "path", description="'path' (endpoint/bucket/key) or 'virtual' (bucket.endpoint/key)."
+    )
     s3_url_seconds: int = Field(
         300,
         ge=10,
@@ -186,7 +189,9 @@ class Settings(BaseSettings):
         # An empty Railway variable reads as unset, so the combination check names it.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_format", "task_backend", "state_store", "blob_store", mode="before")
+    @field_validator(
+        "log_format", "task_backend", "state_store", "blob_store", "s3_url_style", mode="before"
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -274,7 +279,11 @@ def _describe(error: ErrorDetails) -> str:
     else:
         # A validator's own message ("Value error, ...") or pydantic's sentence.
         message = error["msg"].removeprefix("Value error, ")
-        rule = f"is invalid: {message[:1].lower()}{message[1:]}"
+        # "Input should be ..." reads on as "input should be ...", but a message that starts
+        # with a variable's name ("API_KEY is set but empty") keeps it as it is.
+        if message[1:2].islower():
+            message = message[:1].lower() + message[1:]
+        rule = f"is invalid: {message}"
     if field in _SECRET or "input" not in error:
         return f"{name} {rule}"
     value = error["input"]

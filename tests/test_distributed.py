@@ -420,3 +420,13 @@ def test_run_cluster_serves_an_upload_and_ctrl_c_stops_everything(
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} still running"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_the_railway_worker_service_starts_the_procfile_worker_line() -> None:
+    config = json.loads((ROOT / "railway.worker.json").read_text())
+    assert config["deploy"]["startCommand"] == " ".join(procfile_command("worker")).replace(
+        sys.executable, "python"
+    )
+    # The hand-back takes well under a second; the rest is room for a slow machine.
+    assert config["deploy"]["drainingSeconds"] >= 10
+    assert "healthcheckPath" not in config["deploy"]  # a worker serves no HTTP health check
