@@ -247,6 +247,27 @@ def test_a_worker_given_sigterm_hands_its_job_back_at_once(
     assert session is not None and session.interruptions == 0  # a hand-back is no crash
 
 
+def test_a_full_queue_is_429_with_retry_after(
+    fresh: Cluster, tmp_path: Path, medium: Path, clips: dict[str, Path]
+) -> None:
+    with make_client(fresh.settings(tmp_path / "storage", max_queued=1)) as client:
+        running = [upload(client, medium).json()["sessionId"] for _ in range(2)]
+        for session_id in running:
+            wait_for(client, session_id, {"processing"})
+        waiting = upload(client, clips["short"])
+        assert waiting.status_code == 202
+        assert (
+            client.get(f"{API}/status/{waiting.json()['sessionId']}").json()["queuePosition"] == 1
+        )
+        refused = upload(client, clips["short"])
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "10"
+        assert refused.json() == {
+            "detail": "Too many videos are waiting for analysis; try again later"
+        }
+        assert len(client.app.state.sessions) == 3  # type: ignore[attr-defined]
+
+
 def test_a_killed_api_process_loses_nothing(
     apis: Callable[[int], list[Server]], clips: dict[str, Path]
 ) -> None:
