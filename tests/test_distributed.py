@@ -236,9 +236,12 @@ def test_a_worker_given_sigterm_hands_its_job_back_at_once(
     session_id = _upload(api, medium, analysis_type="workout")
     _wait(api, session_id, _analysing)
     victim = _busy_worker(fresh)
+    stopped_at = time.monotonic()
     victim.terminate()  # what a Railway redeploy sends
     assert victim.process is not None
     assert victim.process.wait(15) == 0, victim.tail()
+    # Well inside Railway's draining time (railway.worker.json): no SIGKILL mid-job.
+    assert time.monotonic() - stopped_at < 10
     assert "handed back to the queue" in victim.tail()
     # The other worker takes it over straight away and completes it.
     final = _wait(api, session_id, _finished, timeout=90)
@@ -291,6 +294,7 @@ def test_the_service_recovers_when_redis_restarts_while_idle(
         "detail": "The service cannot reach its session store right now; try again shortly"
     }
     assert httpx.get(f"{api.url}/health", timeout=10).json()["status"] == "degraded"
+    assert httpx.get(f"{api.url}/metrics", timeout=10).status_code == 200
     fresh.redis.start()  # same port, same append-only file
     assert _wait(api, before, _finished)["status"] == "completed"
     after = _upload(api, clips["short"])
