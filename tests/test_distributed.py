@@ -177,7 +177,7 @@ def test_two_api_processes_share_every_session(
 
 
 def test_two_workers_run_two_videos_at_once(
-    apis: Callable[[int], list[Server]], medium: Path
+    apis: Callable[[int], list[Server]], fresh: Cluster, medium: Path
 ) -> None:
     (api,) = apis(1)
     first = _upload(api, medium, analysis_type="workout")
@@ -188,6 +188,11 @@ def test_two_workers_run_two_videos_at_once(
         time.sleep(0.05)
     for session_id in (first, second):
         assert _wait(api, session_id, _finished, timeout=120)["status"] == "completed"
+    # Every local trace of the analyses is gone: the videos they fetched, the artifacts they
+    # wrote before uploading them.
+    for worker in fresh.workers:
+        scratch = Path(worker.env["STORAGE_DIR"])
+        assert not scratch.exists() or list(scratch.iterdir()) == [], worker.log
 
 
 def test_a_worker_killed_whole_mid_job_hands_it_to_the_other_worker(
