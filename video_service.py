@@ -41,7 +41,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from blob_store import BlobNotFound, BlobStore, LocalBlobStore, Workspace
+from blob_store import BlobNotFound, BlobStore, LocalBlobStore
 from config import Settings, StartupRefused
 from observability import SessionEvents
 from railway_video_generator import (
@@ -55,7 +55,7 @@ from railway_video_generator import (
 )
 from schemas import AnalysisData, AnalysisParams, AnalysisType
 from session_manager import Session, SessionStatus
-from session_store import SessionStore
+from session_store import SessionStore, StoreUnavailable
 from task_backend import TaskBackend
 from task_manager import BackgroundTaskManager
 from uploads import StorageFull, UploadTooLarge, free_bytes, receive_upload
@@ -679,12 +679,15 @@ class VideoService:
 
         def on_progress(percent: int, message: str) -> None:
             # 100 is kept for "completed": the result is not stored yet.
-            self.sessions.update_session(
-                session_id,
-                expect_status=SessionStatus.PROCESSING,
-                progress=min(99, max(1, int(percent))),
-                message=message,
-            )
+            try:
+                self.sessions.update_session(
+                    session_id,
+                    expect_status=SessionStatus.PROCESSING,
+                    progress=min(99, max(1, int(percent))),
+                    message=message,
+                )
+            except StoreUnavailable:
+                pass  # Redis restarting: a progress report is not worth the analysis
             run.progress(percent)
 
         try:
@@ -698,8 +701,12 @@ class VideoService:
                     options=self._options(session.params),
                 )
                 data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
-                self._keep_artifacts(session_id, work, result.artifacts, cancel_event)
+                # Stored even when a stop came meanwhile: a hand-back after the analysis ended
+                # still completes the session, and a cancel removes them below.
+                self.blobs.keep_artifacts(session_id, work, result.artifacts)
         except BaseException as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise  # the video stays for the run that follows (analyse_here says when)
             # Stopping because we were asked to (a cancel, or the shutdown handing the work
             # back) is not a failure.
             if not (isinstance(exc, AnalysisCancelled) or cancel_event.is_set()):
@@ -759,14 +766,6 @@ class VideoService:
             self._remove_files_if_ended(session_id)
         run.ended(final, video_seconds=result.video.duration)
 
-    def _keep_artifacts(
-        self, session_id: str, work: Workspace, names: list[str], stop: threading.Event
-    ) -> None:
-        """Store the artifacts, unless the session ended meanwhile (then there is no point)."""
-        if stop.is_set():
-            return
-        self.blobs.keep_artifacts(session_id, work, names)
-
     def analyse_here(
         self, session_id: str, stop: threading.Event, handed_back: Callable[[], bool]
     ) -> bool:
@@ -782,6 +781,10 @@ class VideoService:
         """
         try:
             self._analyse(session_id, stop)
+        except StoreUnavailable:
+            # Redis was away when the outcome had to be saved: let RQ see a failed job, so the
+            # job runs again (a retry, or once Redis is back, the sweep for abandoned jobs).
+            raise
         except Exception:
             if not stop.is_set():
                 logger.exception("analysis of session %s failed", session_id)
