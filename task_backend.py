@@ -256,6 +256,8 @@ class RQTaskBackend:
         )
 
     def _job(self, session_id: str) -> Any:
+        """The job with its status as of this one read, or None. (Its status is read with it:
+        asked for again, a job that has just finished may already be gone, result_ttl=0.)"""
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
@@ -270,7 +272,7 @@ class RQTaskBackend:
         job = self._job(session_id)
         if job is None:
             return False
-        status = self._call(job.get_status)
+        status = job.get_status(refresh=False)
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             self._call(lambda: self.queue.remove(session_id))
             self._call(job.delete)
@@ -282,7 +284,7 @@ class RQTaskBackend:
         from rq.job import JobStatus
 
         job = self._job(session_id)
-        return job is not None and self._call(job.get_status) == JobStatus.STARTED
+        return job is not None and job.get_status(refresh=False) == JobStatus.STARTED
 
     def wait(self, session_id: str, timeout: float | None = None) -> bool:
         from rq.command import send_stop_job_command
