@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 PORT ?= 8000
 
-.PHONY: install install-dev run test chromium lint bench smoke clean models footage
+.PHONY: install install-dev run run-cluster redis test chromium lint bench smoke clean models footage
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ footage: $(VENV)/.runtime
 run: install
 	$(PY) -m uvicorn app:app --host 0.0.0.0 --port $(PORT) --timeout-graceful-shutdown 5
 
-test: install-dev chromium
+# The distributed mode on this machine (README "Scaling out"): redis-server, an S3 server
+# (SeaweedFS from requirements-dev.txt), two RQ workers and the API on :$(PORT); Ctrl-C stops all.
+run-cluster: install-dev redis
+	$(PY) -m local_cluster --port $(PORT)
+
+test: install-dev chromium redis
 	$(PY) -m pytest -q
+
+# The distributed tests and `make run-cluster` run Debian's redis-server: install it where we can.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null; } \
+	  || echo "redis-server is not installed and cannot be here: the distributed tests will fail"
 
 # The browser test drives Debian's chromium: install it where we can (root with apt-get).
 chromium:

@@ -1,10 +1,13 @@
 """The FastAPI application: configuration, life cycle, and the routes outside `/api/v1`.
 
-`lifespan` takes the storage folder's lock (one server process per folder), builds the session
-store, the task pool and the service from `Settings`, keeps them on `app.state`, sweeps expired
-sessions periodically and, on shutdown, hands unfinished analyses back for the next start (see
-`VideoService.shutdown`). Nothing heavy happens at import time: `create_app(settings)` gives each
-test a fresh application. A start that must not go ahead (a bad setting, a folder in use) says
+`lifespan` builds the session store, the task backend and the service from `Settings`, keeps
+them on `app.state`, sweeps expired sessions periodically and, on shutdown, hands unfinished
+analyses back for the next start (see `VideoService.shutdown`). By default everything is in this
+process: it first takes the storage folder's lock (one server process per folder). With
+TASK_BACKEND=rq, sessions are in Redis, files in an S3 bucket and analyses in RQ workers: there
+is no shared folder to lock, and this process also looks for jobs whose worker died. Nothing
+heavy happens at import time: `create_app(settings)` gives each test a fresh application. A start
+that must not go ahead (a bad setting, a folder in use, Redis or the bucket out of reach) says
 why in one line, without a traceback.
 """
 
@@ -38,14 +41,16 @@ from async_api import (
     signed_router,
     wait_for_disconnect,
 )
-from config import ConfigurationError, Settings, load_settings
+from config import ConfigurationError, Settings, StartupRefused, load_settings
 from observability import SessionEvents
 from observability import install as install_observability
 from schemas import AnalysisData, AnalysisType, HealthResponse
 from session_manager import SessionManager
+from session_store import SessionStore, StoreUnavailable
 from signing import UrlSigner
+from task_backend import Distributed, RQTaskBackend, TaskBackend, on_interruption
 from task_manager import BackgroundTaskManager
-from video_service import StorageInUse, StorageLock, VideoService, lower_thread_priority
+from video_service import StorageLock, VideoService, lower_thread_priority
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +79,20 @@ async def _sweep_expired(service: VideoService, interval: float) -> None:
             logger.exception("expiry sweep failed")
 
 
+async def _sweep_abandoned(tasks: RQTaskBackend, interval: float) -> None:
+    # Every API replica looks: workers look only between jobs, and all of them may be busy.
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(tasks.sweep)
+        except StoreUnavailable:
+            pass  # logged by the store; the next sweep tries again
+        except Exception:
+            logger.exception("sweep of abandoned jobs failed")
+
+
 class _OneLineStartupRefusal:
-    """Make a refused start-up (StorageInUse) one line in uvicorn's log.
+    """Make a refused start-up (StartupRefused) one line in uvicorn's log.
 
     uvicorn logs the message of a failed lifespan start-up, and Starlette makes that message the
     whole traceback; for a refusal we expect, the sentence is all a person needs.
@@ -98,7 +115,7 @@ class _OneLineStartupRefusal:
 
         try:
             await self.app(scope, receive, hold_failure)
-        except StorageInUse as exc:
+        except StartupRefused as exc:
             held[:] = [{"type": "lifespan.startup.failed", "message": str(exc)}]
             raise  # uvicorn says nothing more once the failure is reported; a TestClient raises
         finally:
@@ -118,41 +135,67 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = Path(settings.storage_dir).resolve()
-        # First of all: a second process on this folder must not resume our sessions.
-        lock = await anyio.to_thread.run_sync(StorageLock.acquire, storage)
         # Before anything else runs: the pose runtime's one-off line on stderr would be the
         # only log line that is not JSON.
         silence_runtime_banner()
+        # The synchronous analyses (/analyze/*) run on this process's threads in every mode.
+        pool = BackgroundTaskManager(
+            max_workers=settings.max_workers, initializer=lower_thread_priority
+        )
+        lock: StorageLock | None = None
+        sessions: SessionStore
+        tasks: TaskBackend
+        if settings.distributed:
+            # STORAGE_DIR only holds uploads while they arrive: nothing shared to lock.
+            remote = await anyio.to_thread.run_sync(Distributed.connect, settings)
+            sessions, tasks, blobs = remote.sessions, remote.tasks, remote.blobs
+        else:
+            # First of all: a second process on this folder must not resume our sessions.
+            lock = await anyio.to_thread.run_sync(StorageLock.acquire, storage)
+            try:
+                sessions = await anyio.to_thread.run_sync(SessionManager, storage / SESSIONS_DB)
+            except BaseException:
+                lock.release()
+                raise
+            tasks, blobs = pool, None
+        sweepers: list[asyncio.Task[None]] = []
         try:
-            sessions = await anyio.to_thread.run_sync(SessionManager, storage / SESSIONS_DB)
-            tasks = BackgroundTaskManager(
-                max_workers=settings.max_workers, initializer=lower_thread_priority
-            )
             service = VideoService(
                 settings,
                 sessions,
                 tasks,
                 f"{API_PREFIX}/video/artifacts",
                 events=SessionEvents(app.state.metrics),
+                blobs=blobs,
+                pool=pool,
             )
             await anyio.to_thread.run_sync(service.start)
             app.state.settings = settings
             app.state.sessions = sessions
             app.state.tasks = tasks
             app.state.service = service
-            sweeper = asyncio.create_task(
-                _sweep_expired(service, settings.cleanup_interval_seconds)
+            sweepers.append(
+                asyncio.create_task(_sweep_expired(service, settings.cleanup_interval_seconds))
             )
-            logger.info("ready: %d worker(s), storage in %s", settings.max_workers, storage)
+            if isinstance(tasks, RQTaskBackend):
+                on_interruption(service.job_interrupted)
+                sweepers.append(
+                    asyncio.create_task(_sweep_abandoned(tasks, settings.job_sweep_seconds))
+                )
+                logger.info("ready: analyses in RQ workers, sessions in Redis, files in S3")
+            else:
+                logger.info("ready: %d worker(s), storage in %s", settings.max_workers, storage)
             try:
                 yield
             finally:
-                sweeper.cancel()
+                for sweeper in sweepers:
+                    sweeper.cancel()
                 await anyio.to_thread.run_sync(service.shutdown)
                 await anyio.to_thread.run_sync(sessions.close)
                 logger.info("shut down")
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     app = FastAPI(
         title="Workout video analysis",
@@ -191,12 +234,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Report that the service is up, with its load; `degraded` while the session database
         refuses writes."""
         service: VideoService = request.app.state.service
-        counts = service.tasks.counts()
+        try:
+            counts = service.tasks.counts()
+            sessions = len(service.sessions)
+        except StoreUnavailable:
+            # Up, but Redis is not: say so instead of failing the platform's health check.
+            return HealthResponse(status="degraded", running=0, queued=0, sessions=0)
         return HealthResponse(
             status="healthy" if service.sessions.healthy else "degraded",
             running=counts["running"],
             queued=counts["queued"],
-            sessions=len(service.sessions),
+            sessions=sessions,
         )
 
     form = {k: v for k, v in UPLOAD_FORM["properties"].items() if k != "analysis_type"}

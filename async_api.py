@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import MutableHeaders
@@ -43,6 +43,7 @@ from schemas import (
     UploadResponse,
 )
 from session_manager import SessionStatus
+from session_store import StoreUnavailable
 from signing import EVENTS, SignatureError, UrlSigner
 from uploads import MalformedUpload, StorageFull, UploadError, UploadStalled, UploadTooLarge
 from video_service import (
@@ -178,7 +179,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         422: "Unreadable video, bad analysis_type or params",
         429: "Too many videos waiting, or MAX_CONCURRENT_UPLOADS uploads under way; "
         "see Retry-After",
-        503: "Shutting down, or the session database cannot save new sessions right now",
+        503: "Shutting down, or the session store cannot save new sessions (or, with "
+        "STATE_STORE=redis, be reached) right now",
         507: "Not enough disk space (DISK_RESERVE_MB is kept free)",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
@@ -289,7 +291,7 @@ async def upload_video(request: Request, service: ServiceDep, signer: SignerDep)
     "/status/{session_id}",
     response_model=StatusResponse,
     response_model_exclude_none=True,
-    responses={**_errors(*_AUTH, 404), **_INVALID_PARAMETERS},
+    responses={**_errors(*_AUTH, 404, 503), **_INVALID_PARAMETERS},
     operation_id="get_status",
 )
 async def get_status(session_id: str, service: ServiceDep) -> StatusResponse:
@@ -399,7 +401,7 @@ async def _existing_session(session_id: str, service: ServiceDep) -> str:
                 }
             },
         },
-        **_json_errors({**_errors(*_SIGNED_AUTH, 404), **_INVALID_PARAMETERS}),
+        **_json_errors({**_errors(*_SIGNED_AUTH, 404, 503), **_INVALID_PARAMETERS}),
     },
     operation_id="stream_events",
 )
@@ -446,7 +448,7 @@ async def stream_events(
     "/results/{session_id}",
     response_model=ResultsResponse,
     response_model_exclude_unset=True,
-    responses={**_errors(*_AUTH, 400, 404), **_INVALID_PARAMETERS},
+    responses={**_errors(*_AUTH, 400, 404, 503), **_INVALID_PARAMETERS},
     operation_id="get_results",
 )
 async def get_results(session_id: str, service: ServiceDep, signer: SignerDep) -> dict[str, Any]:
@@ -474,7 +476,7 @@ def _sign_artifact_urls(data: dict[str, Any], signer: UrlSigner, session_id: str
 @router.post(
     "/cancel/{session_id}",
     response_model=CancelResponse,
-    responses={**_errors(*_AUTH, 404, 409), **_INVALID_PARAMETERS},
+    responses={**_errors(*_AUTH, 404, 409, 503), **_INVALID_PARAMETERS},
     operation_id="cancel_session",
 )
 async def cancel_session(session_id: str, service: ServiceDep) -> CancelResponse:
@@ -490,7 +492,7 @@ async def cancel_session(session_id: str, service: ServiceDep) -> CancelResponse
 @router.delete(
     "/cleanup/{session_id}",
     response_model=Message,
-    responses={**_errors(*_AUTH, 404), **_INVALID_PARAMETERS},
+    responses={**_errors(*_AUTH, 404, 503), **_INVALID_PARAMETERS},
     operation_id="cleanup_session",
 )
 async def cleanup_session(session_id: str, service: ServiceDep) -> Message:
@@ -524,14 +526,21 @@ class ArtifactFile(FileResponse):
             "content": {"image/jpeg": {}, "video/mp4": {}},
             "description": "A thumbnail (JPEG) or the highlight reel (MP4)",
         },
-        **_errors(*_SIGNED_AUTH, 404),
+        307: {
+            "description": "With BLOB_STORE=s3: the file at a presigned bucket URL that "
+            "expires in S3_URL_SECONDS"
+        },
+        **_errors(*_SIGNED_AUTH, 404, 503),
         **_INVALID_PARAMETERS,
     },
     operation_id="get_artifact",
 )
-def get_artifact(session_id: str, name: str, service: ServiceDep) -> FileResponse:
+def get_artifact(session_id: str, name: str, service: ServiceDep) -> Response:
     """Download a thumbnail or the highlight reel of a session."""
-    path = service.artifact_path(session_id, name)
+    path = service.artifact(session_id, name)
+    if isinstance(path, str):
+        # S3 mode: the bucket serves the bytes, through a URL that expires in S3_URL_SECONDS.
+        return RedirectResponse(path, status_code=307, headers={"Cache-Control": "no-store"})
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     # Artifacts never change once written: let the browser keep them (privately, under a key:
     # PrivateCacheMiddleware).
@@ -555,6 +564,7 @@ _STATUS_OF: dict[type[Exception], int] = {
     TooManyUploads: 429,
     ShuttingDown: 503,
     StorageUnavailable: 503,
+    StoreUnavailable: 503,
     StorageFull: 507,
     ClientGone: 400,  # nobody receives it: the client has gone
 }
@@ -602,6 +612,7 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _domain_error)
     app.add_exception_handler(UploadError, _domain_error)
     app.add_exception_handler(SignatureError, _domain_error)
+    app.add_exception_handler(StoreUnavailable, _domain_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

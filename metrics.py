@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from session_manager import SessionStatus
+from session_store import StoreUnavailable
 
 if TYPE_CHECKING:
     from config import Settings
@@ -162,25 +163,10 @@ class ServiceCollector(Collector):
         service = self._service()
         if service is None:
             return
-        counts = service.tasks.counts()
-        yield _gauge("video_queue_depth", "Sessions waiting for a worker.", counts["queued"])
-        yield _gauge(
-            "video_queue_capacity",
-            "MAX_QUEUED: waiting sessions beyond which uploads answer 429.",
-            service.settings.max_queued,
-        )
-        yield _gauge("video_workers_running", "Analyses running now.", counts["running"])
-        yield _gauge(
-            "video_workers",
-            "MAX_WORKERS: analyses that may run at once.",
-            service.tasks.max_workers,
-        )
-        sessions = GaugeMetricFamily(
-            "video_sessions", "Sessions stored, by status.", labels=["status"]
-        )
-        for status in SessionStatus:
-            sessions.add_metric([status.value], service.sessions.count(status))
-        yield sessions
+        try:
+            yield from self._service_gauges(service)
+        except StoreUnavailable:
+            pass  # Redis is away (distributed mode): the scrape still has the rest
         used, size, free = self._disk.measure(service.storage)
         yield _gauge(
             "video_storage_used_bytes",
@@ -193,6 +179,30 @@ class ServiceCollector(Collector):
         yield _gauge(
             "video_storage_filesystem_free_bytes", "Free bytes on STORAGE_DIR's filesystem.", free
         )
+
+    @staticmethod
+    def _service_gauges(service: VideoService) -> Iterator[Metric]:
+        # With TASK_BACKEND=rq these come from the queue and the sessions in Redis.
+        counts = service.tasks.counts()
+        yield _gauge("video_queue_depth", "Sessions waiting for a worker.", counts["queued"])
+        yield _gauge(
+            "video_queue_capacity",
+            "MAX_QUEUED: waiting sessions beyond which uploads answer 429.",
+            service.settings.max_queued,
+        )
+        yield _gauge("video_workers_running", "Analyses running now.", counts["running"])
+        yield _gauge(
+            "video_workers",
+            "MAX_WORKERS, or with TASK_BACKEND=rq the registered workers: analyses that may "
+            "run at once.",
+            service.tasks.max_workers,
+        )
+        sessions = GaugeMetricFamily(
+            "video_sessions", "Sessions stored, by status.", labels=["status"]
+        )
+        for status in SessionStatus:
+            sessions.add_metric([status.value], service.sessions.count(status))
+        yield sessions
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

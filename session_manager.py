@@ -206,15 +206,7 @@ class SessionManager:
             ValueError: a field name that a session does not have (or may not change), or a
                 status that is not a `SessionStatus`.
         """
-        unknown = set(updates) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"unknown session field(s): {', '.join(sorted(unknown))}")
-        if "status" in updates:
-            updates["status"] = SessionStatus(updates["status"])
-        if "progress" in updates:
-            updates["progress"] = max(0, min(100, int(updates["progress"])))
-        if isinstance(expect_status, SessionStatus):
-            expect_status = frozenset({expect_status})
+        expect_status = checked_update(updates, expect_status)
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
@@ -258,6 +250,27 @@ class SessionManager:
 
     def __len__(self) -> int:
         return self.count()
+
+
+def checked_update(
+    updates: dict[str, Any], expect_status: SessionStatus | frozenset[SessionStatus] | None
+) -> frozenset[SessionStatus] | None:
+    """Check and normalise the arguments of an `update_session` (any store), in place: a status
+    becomes a `SessionStatus`, progress an int in 0-100; returns the expected statuses as a set.
+
+    Raises:
+        ValueError: a field a session does not have (or may not change), or an unknown status.
+    """
+    unknown = set(updates) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"unknown session field(s): {', '.join(sorted(unknown))}")
+    if "status" in updates:
+        updates["status"] = SessionStatus(updates["status"])
+    if "progress" in updates:
+        updates["progress"] = max(0, min(100, int(updates["progress"])))
+    if isinstance(expect_status, SessionStatus):
+        return frozenset({expect_status})
+    return expect_status
 
 
 def _snapshot(session: Session, with_result: bool = True) -> Session:

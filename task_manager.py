@@ -96,7 +96,18 @@ class BackgroundTaskManager:
         self._running = 0
         self._shutdown = False
 
+    # Analyses run on this process's threads: a restart of the process interrupts them.
+    in_process = True
+
     # -- submitting -------------------------------------------------------------------------
+
+    def submit_analysis(
+        self, session_id: str, analyse: Callable[[str, threading.Event], Any]
+    ) -> None:
+        """`TaskBackend.submit_analysis`: run `analyse(session_id, cancel_event)` on the pool,
+        with the event `cancel_task` sets."""
+        event = threading.Event()
+        self.submit_task(session_id, analyse, session_id, event, cancel_event=event)
 
     def submit_task(
         self,

@@ -3,10 +3,16 @@ every way a session ends (completed, failed, cancelled, cleaned up, expired) lea
 it should. A shutdown is not an end: running and queued analyses are handed back, keep their
 videos, and the next start resumes them.
 
-It owns the storage layout (`STORAGE_DIR/<session id>/`, named by the server, never by the
-client, and `STORAGE_DIR/server.lock`, which keeps a second process off the folder) and the
-domain errors the API maps to HTTP answers in one place (`async_api.py`). It knows nothing of
-HTTP itself.
+It depends on three interfaces, so the same use cases run in one process or across machines:
+a `SessionStore` (`session_manager.SessionManager`, or Redis: `session_store.py`), a
+`TaskBackend` (`task_manager.BackgroundTaskManager`, or RQ workers: `task_backend.py`) and a
+`BlobStore` (the storage folder, or an S3 bucket: `blob_store.py`). Files are named by the server,
+never by the client (`<session id>/<name>`); `STORAGE_DIR/server.lock` keeps a second process off
+a storage folder that holds the sessions. It owns the domain errors the API maps to HTTP answers
+in one place (`async_api.py`), and knows nothing of HTTP itself.
+
+In RQ mode this class is also the worker's side: `analyse_here` runs one analysis in a work
+horse, with the same progress, cancel and durability rules as the thread pool.
 
 What a client was told survives a crash: a new session is committed to the database before the
 upload answers, a result is committed before the video it came from is deleted, a cancel or a
@@ -29,13 +35,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
 from pydantic import ValidationError
 
-from config import Settings
+from blob_store import BlobNotFound, BlobStore, LocalBlobStore
+from config import Settings, StartupRefused
 from observability import SessionEvents
 from railway_video_generator import (
     AnalysisCancelled,
@@ -47,7 +54,9 @@ from railway_video_generator import (
     probe_video,
 )
 from schemas import AnalysisData, AnalysisParams, AnalysisType
-from session_manager import Session, SessionManager, SessionStatus
+from session_manager import Session, SessionStatus
+from session_store import SessionStore, StoreUnavailable
+from task_backend import TaskBackend
 from task_manager import BackgroundTaskManager
 from uploads import StorageFull, UploadTooLarge, free_bytes, receive_upload
 
@@ -66,6 +75,8 @@ _INTERRUPTED_TOO_OFTEN = (
     "upload it again or contact support"
 )
 _REQUEUED = "Queued again after a server restart"
+_HANDED_BACK = "Queued again after a worker restart"
+_WORKER_LOST = "Queued again: the worker analysing it stopped"
 _LOCK_NAME = "server.lock"
 _UPLOAD_NAME = "upload.part"
 # Room for the form's boundaries, headers and small fields beside the file itself.
@@ -167,7 +178,7 @@ class StorageUnavailable(ServiceError):
         super().__init__("The server cannot save new sessions right now; try again shortly")
 
 
-class StorageInUse(Exception):
+class StorageInUse(StartupRefused):
     """Another server process holds the storage folder: this one must not start."""
 
 
@@ -345,21 +356,40 @@ def build_data(result: AnalysisResult, artifact_url: str | None) -> dict[str, An
 
 
 class VideoService:
-    """The service's use cases, over the session store, the task pool and the storage folder."""
+    """The service's use cases, over a session store, a task backend and a blob store.
+
+    Args:
+        settings: the configuration.
+        sessions: where sessions live.
+        tasks: where session analyses run.
+        artifact_url_prefix: the URL folder of artifacts, in results.
+        events: the log lines and metrics of each event.
+        blobs: where videos and artifacts live; the storage folder when omitted.
+        pool: the threads of the synchronous analyses (`/analyze/*`), which always run in this
+            process; `tasks` itself when omitted (it must then be a `BackgroundTaskManager`).
+    """
 
     def __init__(
         self,
         settings: Settings,
-        sessions: SessionManager,
-        tasks: BackgroundTaskManager,
+        sessions: SessionStore,
+        tasks: TaskBackend,
         artifact_url_prefix: str = "/api/v1/video/artifacts",
         events: SessionEvents | None = None,
+        blobs: BlobStore | None = None,
+        pool: BackgroundTaskManager | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.tasks = tasks
+        if pool is None:
+            if not isinstance(tasks, BackgroundTaskManager):
+                raise TypeError("give a pool for the synchronous analyses")
+            pool = tasks
+        self.pool = pool
         self.engine = RailwayVideoGenerator()
         self.storage = Path(settings.storage_dir).resolve()
+        self.blobs: BlobStore = blobs if blobs is not None else LocalBlobStore(self.storage)
         self._artifact_url_prefix = artifact_url_prefix
         self._accepting = True
         self.events = events or SessionEvents()
@@ -379,13 +409,18 @@ class VideoService:
         run passes it), unless that is the _MAX_INTERRUPTIONS-th time, when they fail. A session
         whose result was saved before the crash completes; one whose video is gone fails with a
         message that says so.
+
+        With workers elsewhere (RQ) there is nothing to resume: a start of this process says
+        nothing about the analyses, which the queue and its workers own.
         """
         self.storage.mkdir(parents=True, exist_ok=True)
+        if not self.tasks.in_process:
+            return
         ended: list[str] = []
         for session in self.sessions.list_sessions():
             if session.status == SessionStatus.COMPLETED:
                 # The result was committed but the crash came before the video was deleted.
-                _unlink_quietly(Path(session.video_path))
+                self.blobs.delete(session.id, _name(session.video_path))
                 continue
             if session.status.is_terminal:
                 continue
@@ -404,7 +439,7 @@ class VideoService:
                 self._fail_at_start(session.id, _INTERRUPTED_TOO_OFTEN, interruptions)
                 ended.append(session.id)
                 continue
-            if not Path(session.video_path).is_file():
+            if not self.blobs.has(session.id, _name(session.video_path)):
                 self._fail_at_start(
                     session.id,
                     "The video was lost when the server restarted; upload it again",
@@ -426,11 +461,10 @@ class VideoService:
             for session_id in ended:
                 self._remove_files(session_id)
         known = {s.id for s in self.sessions.list_sessions()}
-        for entry in self.storage.iterdir():
-            # Only server-made (uuid) names are ours to delete: STORAGE_DIR may be shared.
-            if entry.is_dir() and _is_uuid(entry.name) and entry.name not in known:
-                logger.info("removing orphaned session folder %s", entry.name)
-                shutil.rmtree(entry, ignore_errors=True)
+        for session_id in self.blobs.session_ids():
+            if session_id not in known:
+                logger.info("removing orphaned session folder %s", session_id)
+                self.blobs.remove(session_id)
 
     def _fail_at_start(self, session_id: str, error: str, interruptions: int) -> None:
         logger.warning("session %s failed at start-up: %s", session_id, error)
@@ -445,7 +479,7 @@ class VideoService:
 
     def _complete_saved(self, session: Session) -> None:
         logger.info("session %s completes from its saved result", session.id)
-        _unlink_quietly(Path(session.video_path))
+        self.blobs.delete(session.id, _name(session.video_path))
         self.sessions.update_session(
             session.id,
             status=SessionStatus.COMPLETED,
@@ -461,8 +495,15 @@ class VideoService:
         the pool; all keep their videos and are recorded as queued, so the next start resumes
         them (and, unlike a crash, a shutdown does not count towards _MAX_INTERRUPTIONS). Waits
         at most _STOP_WAIT_SECONDS for the analyses to stop.
+
+        With workers elsewhere (RQ), the queued and running analyses stay theirs; only the
+        synchronous analyses of this process stop.
         """
         self._accepting = False
+        if not self.tasks.in_process:
+            self.pool.shutdown(wait=True, cancel_pending=True, timeout=_STOP_WAIT_SECONDS)
+            self.tasks.shutdown()
+            return
         if not self.tasks.shutdown(wait=True, cancel_pending=True, timeout=_STOP_WAIT_SECONDS):
             logger.warning(
                 "analyses still running after %.1fs; handing them back anyway", _STOP_WAIT_SECONDS
@@ -500,7 +541,8 @@ class VideoService:
         if not self.sessions.healthy:
             raise StorageUnavailable()
         counts = self.tasks.counts()
-        busy = counts["running"] >= self.tasks.max_workers
+        # Workers elsewhere come and go: a full queue is the one sign that they are all busy.
+        busy = not self.tasks.in_process or counts["running"] >= self.tasks.max_workers
         if busy and counts["queued"] >= self.settings.max_queued:
             raise QueueFull(retry_after=_RETRY_AFTER_SECONDS)
 
@@ -586,27 +628,35 @@ class VideoService:
         )
         try:
             self.check_capacity()
+            size = video_path.stat().st_size
+            # Into the bucket (streamed from the file) or left where it is (the local folder).
+            stored = await anyio.to_thread.run_sync(self.blobs.put_video, session_id, video_path)
             self.sessions.create_session(
-                str(video_path),
+                stored,
                 analysis_type.value,
                 params.model_dump(),
                 session_id=session_id,
-                work_dir=str(video_path.parent),
+                work_dir=str(video_path.parent) if self.tasks.in_process else None,
             )
             # The 202 promises the session: it must survive a crash from the moment it is sent.
             if not await anyio.to_thread.run_sync(self.sessions.flush, _COMMIT_WAIT_SECONDS):
                 raise StorageUnavailable()
-            self.events.upload_accepted(session_id, analysis_type.value, video_path.stat().st_size)
+            self.events.upload_accepted(session_id, analysis_type.value, size)
             self._submit(session_id)
         except BaseException:
-            self.sessions.delete_session(session_id)
-            await anyio.to_thread.run_sync(self._remove_folder, video_path.parent)
+            await anyio.to_thread.run_sync(self._undo_upload, session_id, video_path.parent)
             raise
         return session_id
 
+    def _undo_upload(self, session_id: str, folder: Path) -> None:
+        try:
+            self.sessions.delete_session(session_id)
+        finally:
+            self.blobs.remove(session_id)
+            self._remove_folder(folder)
+
     def _submit(self, session_id: str) -> None:
-        event = threading.Event()
-        self.tasks.submit_task(session_id, self._analyse, session_id, event, cancel_event=event)
+        self.tasks.submit_analysis(session_id, self._analyse)
 
     # -- the worker side -----------------------------------------------------------------------
 
@@ -629,25 +679,34 @@ class VideoService:
 
         def on_progress(percent: int, message: str) -> None:
             # 100 is kept for "completed": the result is not stored yet.
-            self.sessions.update_session(
-                session_id,
-                expect_status=SessionStatus.PROCESSING,
-                progress=min(99, max(1, int(percent))),
-                message=message,
-            )
+            try:
+                self.sessions.update_session(
+                    session_id,
+                    expect_status=SessionStatus.PROCESSING,
+                    progress=min(99, max(1, int(percent))),
+                    message=message,
+                )
+            except StoreUnavailable:
+                pass  # Redis restarting: a progress report is not worth the analysis
             run.progress(percent)
 
         try:
-            result = self.engine.analyze(
-                session.video_path,
-                session.analysis_type,
-                on_progress,
-                cancel_event=cancel_event,
-                output_dir=session.work_dir,
-                options=self._options(session.params),
-            )
-            data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
+            with self.blobs.workspace(session_id, _name(session.video_path)) as work:
+                result = self.engine.analyze(
+                    str(work.video),
+                    session.analysis_type,
+                    on_progress,
+                    cancel_event=cancel_event,
+                    output_dir=str(work.output_dir),
+                    options=self._options(session.params),
+                )
+                data = build_data(result, f"{self._artifact_url_prefix}/{session_id}")
+                # Stored even when a stop came meanwhile: a hand-back after the analysis ended
+                # still completes the session, and a cancel removes them below.
+                self.blobs.keep_artifacts(session_id, work, result.artifacts)
         except BaseException as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise  # the video stays for the run that follows (analyse_here says when)
             # Stopping because we were asked to (a cancel, or the shutdown handing the work
             # back) is not a failure.
             if not (isinstance(exc, AnalysisCancelled) or cancel_event.is_set()):
@@ -682,7 +741,7 @@ class VideoService:
             artifacts=tuple(result.artifacts),
         )
         if saved and self._commit():
-            _unlink_quietly(Path(session.video_path))
+            self.blobs.delete(session_id, _name(session.video_path))
         # "completed" comes after the video is gone, so a completed session never has one.
         completed = saved and self.sessions.update_session(
             session_id,
@@ -692,14 +751,56 @@ class VideoService:
             message="Analysis complete",
             finished_at=time.time(),
         )
+        final = self.sessions.get_session(session_id, with_result=False)
         if completed:
             self._commit()
-        else:
-            # Cancelled or cleaned up meanwhile: no result outlives it.
-            self.sessions.update_session(session_id, result=None, artifacts=())
+        elif final is None or final.status != SessionStatus.COMPLETED:
+            # Cancelled or cleaned up meanwhile: no result outlives it. (Completed by another run
+            # of the same job, after a worker was wrongly given up for dead: that result stays.)
+            self.sessions.update_session(
+                session_id,
+                expect_status=frozenset({SessionStatus.CANCELLED, SessionStatus.FAILED}),
+                result=None,
+                artifacts=(),
+            )
             self._remove_files_if_ended(session_id)
-        final = self.sessions.get_session(session_id, with_result=False)
         run.ended(final, video_seconds=result.video.duration)
+
+    def analyse_here(
+        self, session_id: str, stop: threading.Event, handed_back: Callable[[], bool]
+    ) -> bool:
+        """Run a session's analysis in this process: the RQ job (`task_backend.py`).
+
+        The analysis stops when `stop` is set (a cancel, a cleanup, or the worker shutting
+        down). A failure is recorded on the session and logged here; it is not raised, since
+        running a failing video again would fail again.
+
+        Returns:
+            True when the worker handed the session back (`handed_back()`): it is queued again,
+            to run elsewhere; False when the analysis ended (however it ended).
+        """
+        try:
+            self._analyse(session_id, stop)
+        except StoreUnavailable:
+            # Redis was away when the outcome had to be saved: let RQ see a failed job, so the
+            # job runs again (a retry, or once Redis is back, the sweep for abandoned jobs).
+            raise
+        except Exception:
+            if not stop.is_set():
+                logger.exception("analysis of session %s failed", session_id)
+        if not handed_back():
+            return False
+        return self.sessions.update_session(
+            session_id,
+            expect_status=frozenset({SessionStatus.PROCESSING, SessionStatus.QUEUED}),
+            status=SessionStatus.QUEUED,
+            message=_HANDED_BACK,
+            started_at=None,
+        )
+
+    def job_interrupted(self, session_id: str, will_retry: bool, why: str) -> None:
+        """A job ended without finishing (its worker died): see `record_interruption`."""
+        record_interruption(self.sessions, self.blobs, session_id, will_retry, why)
 
     def _remove_files_if_ended(self, session_id: str) -> None:
         """Remove a session's files once it has ended or is gone; a session handed back by the
@@ -726,15 +827,20 @@ class VideoService:
             raise SessionNotReady(session)
         return session
 
-    def artifact_path(self, session_id: str, name: str) -> Path:
-        """The file of an artifact the session produced; nothing else is ever served."""
+    def artifact(self, session_id: str, name: str) -> Path | str:
+        """An artifact the session produced (nothing else is ever served): its local file, or
+        in S3 mode a short-lived URL of it. Blocks on the bucket: call it off the event loop.
+
+        Raises:
+            ArtifactNotFound: the session did not produce it, or its file is gone.
+        """
         session = self.sessions.get_session(session_id, with_result=False)
-        if session is None or name not in session.artifacts or session.work_dir is None:
+        if session is None or name not in session.artifacts:
             raise ArtifactNotFound()
-        path = Path(session.work_dir) / name
-        if path.parent != self.storage / session_id:
-            raise ArtifactNotFound()
-        return path
+        try:
+            return self.blobs.artifact(session_id, name)
+        except BlobNotFound:
+            raise ArtifactNotFound() from None
 
     # -- cancel, cleanup, expiry -----------------------------------------------------------------
 
@@ -765,11 +871,16 @@ class VideoService:
         self.events.removed(session_id, "cleanup")
 
     def expire(self, now: float | None = None) -> int:
-        """Clean up every session older than the TTL; returns how many. Runs off the loop."""
+        """Clean up every session older than the TTL; returns how many. Runs off the loop.
+
+        A session whose record is already gone (Redis dropped it at its own TTL, before any
+        sweep) still has its files removed."""
         expired = self.sessions.expired(now or time.time(), self.settings.session_ttl_seconds)
         for session_id in expired:
             if self._forget(session_id):
                 self.events.removed(session_id, "expired")
+            else:
+                self.blobs.remove(session_id)
         return len(expired)
 
     def _forget(self, session_id: str) -> bool:
@@ -792,7 +903,7 @@ class VideoService:
         self._remove_files(session_id)
 
     def _remove_files(self, session_id: str) -> None:
-        self._remove_folder(self.storage / session_id)
+        self.blobs.remove(session_id)
 
     @staticmethod
     def _remove_folder(folder: Path) -> None:
@@ -831,7 +942,7 @@ class VideoService:
                 cancel_event=event,
                 options=self._options(params.model_dump()),
             )
-            future = self.tasks.submit_task(task_id, work, cancel_event=event)
+            future = self.pool.submit_task(task_id, work, cancel_event=event)
             if not await _done_or_gone(future, client_gone):
                 logger.info("synchronous analysis %s stopped: the client went away", task_id)
                 raise ClientGone()
@@ -844,7 +955,7 @@ class VideoService:
             return build_data(result, None)
         finally:
             # Drops it from the queue or stops it running (a no-op once it has finished).
-            self.tasks.cancel_task(task_id)
+            self.pool.cancel_task(task_id)
             await anyio.to_thread.run_sync(self._stop_and_forget_now, task_id, video_path.parent)
 
     def _options(self, params: dict[str, Any]) -> AnalysisOptions:
@@ -853,10 +964,10 @@ class VideoService:
         return AnalysisOptions(**params, max_seconds=self.settings.max_video_minutes * 60)
 
     def _stop_and_forget_now(self, task_id: str, folder: Path) -> None:
-        if not self.tasks.wait(task_id, timeout=_STOP_WAIT_SECONDS):
+        if not self.pool.wait(task_id, timeout=_STOP_WAIT_SECONDS):
             logger.warning("task %s did not stop in %.1fs", task_id, _STOP_WAIT_SECONDS)
         self._remove_folder(folder)
-        self.tasks.forget(task_id)
+        self.pool.forget(task_id)
 
 
 async def _done_or_gone(
@@ -925,15 +1036,55 @@ def lower_thread_priority() -> None:
         logger.warning("could not lower the analysis thread's priority", exc_info=True)
 
 
-def _is_uuid(name: str) -> bool:
-    try:
-        return str(uuid.UUID(name)) == name
-    except ValueError:
-        return False
+def _name(video_path: str) -> str:
+    """The file name of a session's video, whatever the store's reference (a path or a key)."""
+    return PurePosixPath(video_path).name
 
 
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+def record_interruption(
+    sessions: SessionStore,
+    blobs: BlobStore | None,
+    session_id: str,
+    will_retry: bool,
+    why: str,
+) -> None:
+    """Record a job that ended without finishing (its worker died, or it raised).
+
+    The session's interruption count goes up, as after a crash of the one-process server. When
+    the job runs again it is queued again; when its retries are spent it fails with a message
+    that says so, and its files go (`blobs`; None leaves them to the expiry sweep).
+    """
+    session = sessions.get_session(session_id, with_result=False)
+    if session is None or session.status.is_terminal:
+        return  # cancelled or cleaned up: there is nothing to run again
+    interruptions = session.interruptions + 1
+    logger.warning(
+        "session %s: its job ended without finishing (%s), %d time(s)",
+        session_id,
+        why,
+        interruptions,
+    )
+    live = frozenset({SessionStatus.PROCESSING, SessionStatus.QUEUED})
+    if will_retry:
+        sessions.update_session(
+            session_id,
+            expect_status=live,
+            status=SessionStatus.QUEUED,
+            message=_WORKER_LOST,
+            started_at=None,
+            interruptions=interruptions,
+        )
+        return
+    times = "twice" if interruptions == 2 else f"{interruptions} times"
+    if blobs is not None:
+        blobs.remove(session_id)
+    sessions.update_session(
+        session_id,
+        expect_status=live,
+        status=SessionStatus.FAILED,
+        error=f"The analysis was interrupted {times} (the worker analysing this video stopped "
+        "each time); upload it again or contact support",
+        message="Analysis failed",
+        finished_at=time.time(),
+        interruptions=interruptions,
+    )

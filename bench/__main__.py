@@ -23,10 +23,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import api, throughput, videos
+from bench import api, distributed, throughput, videos
 
 # The engine bench goes last: it sets cv2.setNumThreads for the whole process.
-SECTIONS = ("latency", "leak", "throughput", "engine")
+SECTIONS = ("latency", "leak", "throughput", "distributed", "engine")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
@@ -203,6 +203,9 @@ def table(results: dict[str, Any]) -> str:
             f"\nCores one in-process analysis keeps busy (FFmpeg's decoder threads): {cores}. "
             f"Server CPU through the API, 1 worker / 2 workers: {api_cores} cores."
         )
+    spread = results.get("distributed")
+    if isinstance(spread, dict) and "throughput" in spread:
+        out.append("\n" + distributed.table(spread))
     engine = results.get("engine")
     if isinstance(engine, dict) and "speed" in engine:
         out.append("\n" + _engine_line(engine))
@@ -258,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "leak": lambda: api.leak(cycles, 10),
         "throughput": lambda: throughput.throughput(minutes, args.repeat),
+        # Pollers of the distributed latency: the figure of issue 11 is for 10.
+        "distributed": lambda: distributed.run(quick, args.duration, 10),
     }
     for section in SECTIONS:
         if section not in sections:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from analysis import models
 from app import create_app
+from blob_store import S3BlobStore
 from config import Settings
+from local_cluster import Cluster, bucket_keys
 from tests.synthetic import make_video
 
 API = "/api/v1/video"
@@ -46,12 +49,60 @@ def demo() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """redis-server, an S3 server and one RQ worker, shared by the contract tests' distributed
+    runs (one worker, as `max_workers=1` in the one-process runs; each test starts clean)."""
+    started = Cluster(tmp_path_factory.mktemp("cluster"), workers=1)
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(storage_dir=tmp_path / "storage", max_workers=2)
+def mode() -> str:
+    """Which deployment serves the test: "threads" (one process) unless a test module
+    parametrizes it with "rq" too (see tests/test_api.py)."""
+    return "threads"
+
+
+@pytest.fixture
+def make_settings(
+    mode: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """Settings of the test's mode, on `tmp_path`; keyword arguments override fields. In "rq"
+    mode, analyses run in the session's real RQ worker, and the test leaves nothing there."""
+    storage = tmp_path / "storage"
+    if mode == "threads":
+        return lambda **overrides: Settings(**{"storage_dir": storage, **overrides})
+    shared: Cluster = request.getfixturevalue("cluster")
+    shared.reset()
+    request.addfinalizer(shared.reset)
+    return lambda **overrides: shared.settings(storage, **overrides)
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(max_workers=2)
+
+
+class ClusterClient(TestClient):
+    """A TestClient that, like a browser, follows a redirect to the S3 server (an artifact's
+    presigned URL) over the network, where a TestClient would ask the app again."""
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["follow_redirects"] = False
+        response = super().request(method, url, **kwargs)
+        location = response.headers.get("location", "")
+        if response.status_code == 307 and location.startswith("http://127.0.0.1"):
+            return httpx.request(method, location, timeout=30)
+        return response
 
 
 def make_client(settings: Settings) -> TestClient:
+    if settings.distributed:
+        return ClusterClient(create_app(settings))
     return TestClient(create_app(settings))
 
 
@@ -110,7 +161,21 @@ def join_all(threads: Iterable[threading.Thread], timeout: float = 60) -> None:
         assert not thread.is_alive(), f"{thread.name} still running after {timeout} s"
 
 
-def stored_files(settings: Settings) -> list[Path]:
-    """Every file of every session under STORAGE_DIR (the session database aside)."""
+def stored_files(settings: Settings) -> list[PurePath]:
+    """Every file of every session: under STORAGE_DIR (the session database aside) and, with
+    BLOB_STORE=s3, in the bucket."""
     storage = Path(settings.storage_dir)
-    return sorted(p for p in storage.rglob("*") if p.is_file() and p.parent != storage)
+    files: list[PurePath] = [p for p in storage.rglob("*") if p.is_file() and p.parent != storage]
+    if settings.blob_store == "s3":
+        files += [
+            PurePosixPath(key) for key in bucket_keys(S3BlobStore.from_settings(settings).client)
+        ]
+    return sorted(files, key=str)
+
+
+def remove_stored(settings: Settings, session_id: str, name: str) -> None:
+    """Delete one stored file of a session behind the service's back."""
+    if settings.blob_store == "s3":
+        S3BlobStore.from_settings(settings).delete(session_id, name)
+    else:
+        (Path(settings.storage_dir) / session_id / name).unlink()

@@ -1,5 +1,8 @@
 """The Server-Sent Events stream of a session: `GET /api/v1/video/events/{id}`.
 
+Every test runs against the one-process service and against the distributed one (the stream
+served by an in-process API, the analysis run by a real RQ worker process).
+
 Real clips are uploaded and analysed; where a test needs a session that holds still (to see a
 heartbeat, or to clean it up mid-stream), it creates one in the real session store and never
 submits it, so nothing changes until the test says so.
@@ -11,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,11 @@ class Event:
     event: str = "message"
     data: dict | None = None
     comments: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(params=["threads", "rq"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(autouse=True)
@@ -176,8 +184,8 @@ def test_stream_stops_when_the_client_disconnects(
     assert client.app.state.sessions.get_session(session_id).status == SessionStatus.QUEUED
 
 
-def test_events_need_the_api_key_when_one_is_set(tmp_path: Path) -> None:
-    with make_client(Settings(storage_dir=tmp_path / "storage", api_key="s3cret")) as c:
+def test_events_need_the_api_key_when_one_is_set(make_settings: Callable[..., Settings]) -> None:
+    with make_client(make_settings(api_key="s3cret")) as c:
         session_id = idle_session(c)
         assert c.get(f"{EVENTS}/{session_id}").status_code == 401
         with c.stream("GET", f"{EVENTS}/{session_id}", headers={"X-API-Key": "s3cret"}) as response:
