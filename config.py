@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -70,7 +77,96 @@ class Settings(BaseSettings):
         3600, ge=10, le=7 * 86_400, description="How long a signed URL stays valid."
     )
 
-    @field_validator("api_key", "url_signing_secret")
+    # -- scaling out (README "Scaling out"): the two supported combinations are
+    # threads + sqlite + local (the default, one process) and rq + redis + s3 (distributed).
+    task_backend: Literal["threads", "rq"] = Field(
+        "threads", description="'threads': analyses run in this process; 'rq': in RQ workers."
+    )
+    state_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Where sessions live: SQLite in STORAGE_DIR, or Redis."
+    )
+    blob_store: Literal["local", "s3"] = Field(
+        "local", description="Where videos and artifacts live: STORAGE_DIR, or an S3 bucket."
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="redis://[:password@]host:port/db (may hold a password)."
+    )
+    s3_endpoint_url: str | None = Field(None, description="The S3-compatible endpoint.")
+    s3_bucket: str | None = Field(None, description="The bucket of videos and artifacts.")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="The bucket's region (signing).")
+    s3_url_style: Literal["path", "virtual"] = Field(
+        "path", description="'path' (endpoint/bucket/key) or 'virtual' (bucket.endpoint/key)."
+    )
+    s3_url_seconds: int = Field(
+        300,
+        ge=10,
+        le=7 * 86_400,
+        description="How long the presigned URL an artifact redirects to stays valid.",
+    )
+    worker_heartbeat_seconds: int = Field(
+        10, ge=1, le=300, description="How often an RQ worker says it is alive while analysing."
+    )
+    worker_lost_seconds: int = Field(
+        60,
+        ge=2,
+        le=3600,
+        description="Silence after a heartbeat before a job counts as abandoned (its worker "
+        "died) and runs again elsewhere.",
+    )
+    job_sweep_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often abandoned jobs are looked for."
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="An RQ worker serves its /metrics on this port."
+    )
+
+    @model_validator(mode="after")
+    def _a_combination_that_works(self) -> Settings:
+        # One sentence naming the variable; load_settings() prints it as it is.
+        if self.task_backend == "rq":
+            if self.state_store != "redis":
+                raise ValueError(
+                    "TASK_BACKEND=rq needs STATE_STORE=redis: workers in other processes "
+                    "must see the sessions"
+                )
+            if self.blob_store != "s3":
+                raise ValueError(
+                    "TASK_BACKEND=rq needs BLOB_STORE=s3: workers on other machines must "
+                    "reach the videos"
+                )
+        elif self.state_store != "sqlite" or self.blob_store != "local":
+            raise ValueError(
+                "TASK_BACKEND=threads runs with STATE_STORE=sqlite and BLOB_STORE=local: unset "
+                "STATE_STORE and BLOB_STORE, or set TASK_BACKEND=rq"
+            )
+        if self.state_store == "redis" and self.redis_url is None:
+            raise ValueError("REDIS_URL must be set when STATE_STORE=redis")
+        if self.blob_store == "s3":
+            needed = ("s3_endpoint_url", "s3_bucket", "s3_access_key_id", "s3_secret_access_key")
+            for name in needed:
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name.upper()} must be set when BLOB_STORE=s3")
+        if self.worker_lost_seconds <= self.worker_heartbeat_seconds:
+            raise ValueError(
+                "WORKER_LOST_SECONDS must be longer than WORKER_HEARTBEAT_SECONDS "
+                f"({self.worker_lost_seconds} <= {self.worker_heartbeat_seconds})"
+            )
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        """True when analyses run in RQ workers, with sessions in Redis and files in S3."""
+        return self.task_backend == "rq"
+
+    @field_validator(
+        "api_key",
+        "url_signing_secret",
+        "redis_url",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+    )
     @classmethod
     def _not_blank(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         # An empty variable is a mistake, not a way to turn the check off: unset it for that.
@@ -87,7 +183,15 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("s3_endpoint_url", "s3_bucket", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An empty Railway variable reads as unset, so the combination check names it.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "log_format", "task_backend", "state_store", "blob_store", "s3_url_style", mode="before"
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -122,6 +226,11 @@ class ConfigurationError(ValueError):
     """A setting from the environment breaks its rule; the message names the variable."""
 
 
+class StartupRefused(Exception):
+    """The server or a worker must not start (a folder in use, a backend out of reach); the
+    message, one line, says why."""
+
+
 def load_settings() -> Settings:
     """The settings from the environment.
 
@@ -149,7 +258,7 @@ _RULES = {
     "bool_parsing": "must be true or false",
 }
 # Never echoed back: the value is a secret.
-_SECRET = frozenset({"api_key"})
+_SECRET = frozenset({"api_key", "redis_url", "s3_access_key_id", "s3_secret_access_key"})
 
 
 def _plain(value: object) -> object:
@@ -158,7 +267,10 @@ def _plain(value: object) -> object:
 
 
 def _describe(error: ErrorDetails) -> str:
-    field = str(error["loc"][0]) if error["loc"] else ""
+    if not error["loc"]:
+        # A rule across variables (_a_combination_that_works): its sentence names them.
+        return error["msg"].removeprefix("Value error, ")
+    field = str(error["loc"][0])
     name = field.upper() or "configuration"
     template = _RULES.get(error["type"])
     if template is not None:
