@@ -1826,6 +1826,10 @@ def _plan(spec: ClipSpec, rng: np.random.Generator, exit: _Exit) -> list[_Piece]
 
     previous: str | None = None
     for i, plan in enumerate(spec.sets):
+        if plan.exercise not in EXERCISES:
+            raise ValueError(
+                f"unknown exercise {plan.exercise!r}; expected one of {sorted(EXERCISES)}"
+            )
         exercise = EXERCISES[plan.exercise]
         if i == 0:
             rest(spec.lead_in, None, exercise.posture)

@@ -489,3 +489,26 @@ def test_catalogue_scenarios_film_what_their_names_say(
         assert {s.period for s in spec.sets} == {tempo}
     if name == "compressed_240p_15fps":
         assert spec.crf >= 35
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"size": (161, 90)}, "even"),
+        ({"codec": "avc1"}, "codec"),
+        ({"rests": ("nap",)}, "rest"),
+        ({"sets": (SetPlan("plank_jacks", 2, 1.0),)}, "plank_jacks"),
+        (
+            {"sets": (SetPlan("squat", 2, 1.0), SetPlan("push_up", 2, 1.0)), "back_to_back": True},
+            "posture",
+        ),
+    ],
+)
+def test_a_spec_the_generator_cannot_film_is_refused_with_a_reason(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    spec = dataclasses.replace(
+        ClipSpec(sets=(SetPlan("squat", 2, 1.0),), size=(160, 90), lead_in=(0.5, 0.6)), **change
+    )
+    with pytest.raises(ValueError, match=message):
+        write_clip(tmp_path / "refused.mp4", spec)
