@@ -2522,9 +2522,12 @@ def make_catalogue(
     chosen = list(names or SCENARIOS)
     if workers <= 1:
         return {name: make_scenario(name, folder) for name in chosen}
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as pool:
+    # Spawned, not forked: the caller (a pytest session, a server) may be running threads.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         truths = pool.map(make_scenario, chosen, [folder] * len(chosen))
         return dict(zip(chosen, truths, strict=True))
 
