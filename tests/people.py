@@ -2352,6 +2352,67 @@ def _true_set(piece: _Piece, spec: ClipSpec, joints_3d, joints, depth) -> TrueSe
 
 
 # ------------------------------------------------------------------------------------------------
+# Scoring a pose estimator against the truth
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoseScore:
+    """How well a pose estimator followed the athlete through a clip."""
+
+    frames: int
+    """Frames where the athlete is in view by design (`ClipTruth.present`)."""
+    found: float
+    """Share of those frames where enough of the athlete's seen major joints were found near
+    where the generator put them."""
+    median_error: float
+    """Median over those frames of the median major-joint error, in body heights (NaN if the
+    estimator found nobody in any of them)."""
+    missed: tuple[int, ...]
+    """The frames (indices) that were not found."""
+
+
+def score_pose(
+    truth: ClipTruth, estimate: np.ndarray, tolerance: float = 0.1, share: float = 0.9
+) -> PoseScore:
+    """Compare an estimator's landmarks with the truth, frame by frame.
+
+    A frame counts as found when at least `share` of the athlete's major joints that are in the
+    frame and not hidden by someone else (self-occluded ones included: estimators place those
+    too) lie within `tolerance` body heights of the truth. Joints near another person do not
+    count, so following a passer-by fails.
+
+    Args:
+        truth: the clip's truth.
+        estimate: (frames, 33, 2) landmarks in frame pixels, BlazePose's order; NaN where the
+            estimator found nobody.
+        tolerance: distance in body heights (`ClipTruth.body_height`).
+        share: fraction of the seen major joints that must be within `tolerance`.
+
+    Returns:
+        The score over the frames where the athlete is in view by design.
+    """
+    n = min(len(estimate), truth.frames)
+    seen = truth.visibility[:n][:, MAJOR] <= SELF_OCCLUDED
+    error = np.linalg.norm(estimate[:n, MAJOR] - truth.joints[:n, MAJOR], axis=2)
+    error = error / truth.body_height[:n, None]
+    close = np.where(seen, np.nan_to_num(error, nan=np.inf) < tolerance, False)
+    ok = close.sum(axis=1) >= share * np.maximum(seen.sum(axis=1), 1)
+    frames = np.flatnonzero(truth.present[:n])
+    typical = (
+        np.array([np.median(error[i][seen[i]]) for i in frames]) if frames.size else np.array([])
+    )
+    with np.errstate(all="ignore"):
+        median = float(np.nanmedian(typical)) if np.isfinite(typical).any() else float("nan")
+    return PoseScore(
+        frames=int(frames.size),
+        found=float(ok[frames].mean()) if frames.size else 0.0,
+        median_error=median,
+        missed=tuple(int(i) for i in frames[~ok[frames]]),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
 # The scenario catalogue
 # ------------------------------------------------------------------------------------------------
 

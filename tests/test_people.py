@@ -27,6 +27,7 @@ from tests.people import (
     ClipTruth,
     Scene,
     SetPlan,
+    score_pose,
     write_clip,
 )
 
@@ -413,6 +414,44 @@ def test_far_limbs_seen_from_the_side_are_marked_behind_the_body(
 def test_the_athlete_is_in_view_throughout_an_ordinary_clip(clips: dict[str, ClipTruth]) -> None:
     assert clips["pause"].present.all()
     assert (clips["pause"].visibility[:, MAJOR] != OUT_OF_FRAME).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring an estimator
+# ------------------------------------------------------------------------------------------------
+
+
+def test_the_truth_itself_scores_every_frame_found(clips: dict[str, ClipTruth]) -> None:
+    truth = clips["lunges_walk_out"]
+    score = score_pose(truth, truth.joints)
+    assert score.frames == truth.present.sum() < truth.frames  # out of view while walking out
+    assert score.found == 1.0 and score.median_error == 0.0 and score.missed == ()
+
+
+def test_an_estimator_that_finds_nobody_or_someone_else_scores_nothing(
+    clips: dict[str, ClipTruth],
+) -> None:
+    truth = clips["pause"]
+    nobody = score_pose(truth, np.full_like(truth.joints, np.nan))
+    assert nobody.found == 0.0 and len(nobody.missed) == nobody.frames == truth.frames
+    beside = truth.joints + np.array([0.3, 0.0]) * truth.body_height[:, None, None]
+    assert score_pose(truth, beside).found == 0.0
+
+
+def test_found_means_nine_in_ten_seen_joints_within_a_tenth_of_a_body_height(
+    clips: dict[str, ClipTruth],
+) -> None:
+    truth = clips["pause"]
+    unit = truth.body_height[:, None]
+    near = truth.joints.copy()
+    near[:, :, 0] += 0.08 * unit  # every joint a little off
+    assert score_pose(truth, near).found == 1.0
+    one_wrong = near.copy()
+    one_wrong[:, LM["left_wrist"], 1] += 0.5 * unit[:, 0]  # 11 of 12 within: still found
+    assert score_pose(truth, one_wrong).found == 1.0
+    two_wrong = one_wrong.copy()
+    two_wrong[:, LM["right_ankle"], 1] += 0.5 * unit[:, 0]
+    assert score_pose(truth, two_wrong).found == 0.0
 
 
 # ------------------------------------------------------------------------------------------------
