@@ -15,6 +15,7 @@ with its web line.
 
     python -m bench --only distributed                   # full: 1/2/4 workers, 5-min clips, 60 s
     python -m bench.distributed --quick                  # smoke: 1/2 workers, 15 s clips, 5 s
+    python -m bench.distributed --minutes 1 --duration 30   # 1-minute clips, 30 s of polling
 """
 
 from __future__ import annotations
@@ -119,14 +120,17 @@ def latency(seconds: float, clients: int, load_minutes: float) -> dict[str, Any]
     return report
 
 
-def run(quick: bool = False, duration: float | None = None, clients: int = 10) -> dict[str, Any]:
-    """Both measurements; `quick` is a smoke run of a minute or two."""
+def run(
+    quick: bool = False, duration: float | None = None, clients: int = 10, minutes: float = 5
+) -> dict[str, Any]:
+    """Both measurements; `quick` is a smoke run of a minute or two; `minutes` is the length of
+    the throughput clips (the latency's load clips are twice as long)."""
     if quick:
         rows = throughput((1, 2), 0.25, (640, 360))
         lat = latency(duration or 5.0, clients, load_minutes=1)
     else:
-        rows = throughput((1, 2, 4), 5, videos.SIZE_720P)
-        lat = latency(duration or 60.0, clients, load_minutes=10)
+        rows = throughput((1, 2, 4), minutes, videos.SIZE_720P)
+        lat = latency(duration or 60.0, clients, load_minutes=2 * minutes)
     return {"throughput": rows, "latency": lat}
 
 
@@ -166,9 +170,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run (1-2 minutes)")
     parser.add_argument("--duration", type=float, help="latency window, s")
     parser.add_argument("--clients", type=int, default=10, help="concurrent pollers (10)")
+    parser.add_argument("--minutes", type=float, default=5, help="throughput clip length (5)")
     parser.add_argument("--out", type=Path, help="also write the figures here (JSON)")
     args = parser.parse_args()
-    results = run(args.quick, args.duration, args.clients)
+    results = run(args.quick, args.duration, args.clients, args.minutes)
     print(table(results))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
