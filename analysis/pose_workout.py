@@ -574,10 +574,14 @@ def _leave_or_return(
 ) -> float:
     """Where (fractional sample) the rep around `peak` leaves the start pose (direction -1) or
     comes back to it (+1): the crossing of 15 % of the amplitude above rest, extended along the
-    local slope down to the rest level itself."""
+    local slope down to the rest level itself. Where the signal turns back or holds in the lower
+    half before that (a body standing a little differently from its rest between reps, as the
+    lifting reads it with other bones in view), the rep leaves or comes back there."""
     level = rest + 0.15 * amplitude
     i = peak
     while 0 < i < signal.size - 1 and signal[i] > level:
+        if signal[i] <= rest + 0.5 * amplitude and signal[i + direction] >= signal[i]:
+            return float(i)
         i += direction
     if i == peak or signal[i] > level:
         return float(i)  # the signal ends (or the video does) before the rep comes down
