@@ -3,12 +3,15 @@ removal, the fraction of moving pixels, cut detection and a compact pose-grid su
 
 `MotionDetector.process_frame` turns one sampled frame into a few numbers (a few bytes per sample,
 whatever the resolution): what the highlights, cut detection and the motion-based workout
-analysis (the fallback when no person is seen) are computed from.
+analysis (the fallback when no person is seen) are computed from. Its answer (`MotionSample`)
+also holds the sample's moving-pixel mask, so the detector may run ahead of whoever asks where
+the athlete moved (the pipeline measures motion in a thread of its own).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -39,6 +42,44 @@ def downscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
 
 
+@dataclass(frozen=True, eq=False)
+class MotionSample:
+    """What `MotionDetector.process_frame` measured on one sample."""
+
+    energy: float
+    """Fraction of moving pixels (camera motion removed)."""
+    change: float
+    """Picture change since the last sample: 1 minus the correlation of the two coarse frames,
+    about 0 for the same picture, about 1 for unrelated pictures (a cut, or something large
+    sweeping past)."""
+    pose: np.ndarray
+    """The pose-grid summary (`projection_dims` numbers)."""
+    moving: np.ndarray | None
+    """The moving-pixel mask, in aligned coordinates from `window`; None on the first sample."""
+    window: tuple[int, int]
+    """Where the mask's corner lies in the aligned frame (x, y)."""
+    shift: tuple[float, float]
+    """The camera's shift of this sample (aligned = frame - shift), analysis pixels."""
+    scale: float
+    """Analysis pixels per frame pixel."""
+
+    def moving_fraction_in(self, box: tuple[float, float, float, float]) -> float | None:
+        """The fraction of moving pixels inside `box` (x0, y0, x1, y1 in the frame's pixels):
+        whether the athlete moves, whatever else in the picture does. None on the first sample
+        or when the box lies outside what was measured."""
+        if self.moving is None:
+            return None
+        # Aligned coordinates are the frame's minus the camera's shift, here relative to the
+        # measured window's corner.
+        x0 = round(box[0] * self.scale - self.shift[0]) - self.window[0]
+        x1 = round(box[2] * self.scale - self.shift[0]) - self.window[0]
+        y0 = round(box[1] * self.scale - self.shift[1]) - self.window[1]
+        y1 = round(box[3] * self.scale - self.shift[1]) - self.window[1]
+        height, width = self.moving.shape
+        part = self.moving[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
+        return float(part.mean()) if part.size else None
+
+
 class MotionDetector:
     """Per-sample frame maths: brightness normalisation, camera-motion removal, motion, pose."""
 
@@ -65,37 +106,15 @@ class MotionDetector:
         self.prev_shift = (0.0, 0.0)
         self.shift = (0.0, 0.0)
         self.frame_size = (width, height)
-        # The moving-pixel mask of the last sample and where it lies in the aligned frame.
-        self._moving: np.ndarray | None = None
-        self._window = (0, 0)
-
-    def moving_fraction_in(self, box: tuple[float, float, float, float]) -> float | None:
-        """The fraction of moving pixels of the last sample inside `box` (x0, y0, x1, y1 in the
-        frame's pixels): whether the athlete moves, whatever else in the picture does. None
-        before the second sample or when the box lies outside what was measured."""
-        if self._moving is None:
-            return None
-        scale = self.size[0] / self.frame_size[0]
-        # Aligned coordinates are the frame's minus the camera's shift, here relative to the
-        # measured window's corner.
-        x0 = round(box[0] * scale - self.shift[0]) - self._window[0]
-        x1 = round(box[2] * scale - self.shift[0]) - self._window[0]
-        y0 = round(box[1] * scale - self.shift[1]) - self._window[1]
-        y1 = round(box[3] * scale - self.shift[1]) - self._window[1]
-        height, width = self._moving.shape
-        part = self._moving[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)]
-        return float(part.mean()) if part.size else None
 
     def _anchor(self, grey: np.ndarray) -> None:
         self.reference = grey
         self.camera.anchor(grey)
         self.shift = (0.0, 0.0)
 
-    def process_frame(self, frame: np.ndarray) -> tuple[float, float, np.ndarray]:
-        """Return (moving fraction, picture change since the last sample, pose vector).
-
-        The change is 1 minus the correlation of the two coarse frames: about 0 for the same
-        picture, about 1 for unrelated pictures (a cut, or something large sweeping past)."""
+    def process_frame(self, frame: np.ndarray) -> MotionSample:
+        """Measure one sample: moving fraction, picture change since the last sample, pose
+        vector and the moving-pixel mask (see `MotionSample`)."""
         grey: np.ndarray = cv2.cvtColor(downscale(frame, self.size), cv2.COLOR_BGR2GRAY)
         grey = grey.astype(np.float32)
         # Flicker and auto-exposure change the gain of the whole frame; undo it.
@@ -103,6 +122,8 @@ class MotionDetector:
         # Sensor noise is per pixel; a light blur stops it from counting as motion.
         grey = cv2.GaussianBlur(grey, (5, 5), 1.2)
         energy, change = 0.0, 0.0
+        moving: np.ndarray | None = None
+        window = (0, 0)
         self.prev_shift = self.shift
         if self.reference is None:
             self._anchor(grey)
@@ -127,7 +148,7 @@ class MotionDetector:
             diff = cv2.absdiff(aligned[ys, xs], self.prev_aligned[ys, xs])
             moving = diff > self.options.diff_threshold
             energy = float(moving.mean()) if moving.size else 0.0
-            self._moving, self._window = moving, (xs.start, ys.start)
+            window = (xs.start, ys.start)
         self.prev_aligned = aligned
         # A cut replaces the whole picture: the coarse frames stop correlating. (Counting moving
         # pixels misses cuts between two low-contrast scenes.) Judged on the frames as filmed:
@@ -140,7 +161,10 @@ class MotionDetector:
         # Thin limbs sweep through cells abruptly; blurring the grid makes the pose vector a smooth
         # function of the pose, so slightly different timings of one movement stay close.
         cells = cv2.GaussianBlur(cells, (0, 0), self.options.grid_blur).reshape(-1)
-        return energy, change, cells @ self.projection
+        scale = self.size[0] / self.frame_size[0]
+        return MotionSample(
+            energy, change, cells @ self.projection, moving, window, self.shift, scale
+        )
 
 
 def scene_cuts(change: np.ndarray) -> np.ndarray:

@@ -4,6 +4,11 @@
 each sampled frame goes to the detectors' `process_frame`, progress is reported per segment of
 video and the cancel event is checked between samples and between the stages after the pass.
 
+Three threads share the work, so that two cores are kept busy: FFmpeg decodes (in its own
+threads, driven by `SampledFrames`' thread), a second thread measures the motion of each sampled
+frame (`_measured`), and this one runs the pose estimator, which mostly waits for the next
+sample's motion otherwise. OpenCV, numpy, PyAV and LiteRT let go of the GIL while they compute.
+
 Memory stays bounded whatever the video's length: per sample only a few numbers are kept (a
 64-number pose-grid summary is the largest, 256 bytes), thumbnail JPEGs spill to a temporary
 file, and the periodicity is computed block by block.
@@ -14,9 +19,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +31,7 @@ from analysis import pose_workout
 from analysis.body import lifted_angles
 from analysis.errors import VideoTooLong
 from analysis.highlights import ThumbnailKeeper, highlight_windows
-from analysis.motion import CUT_CHANGE, MotionDetector, scene_cuts
+from analysis.motion import CUT_CHANGE, MotionDetector, MotionSample, scene_cuts
 from analysis.motion_workout import find_sets, periodicity
 from analysis.options import AnalysisOptions
 from analysis.reel import REEL_NAME, write_reel
@@ -100,6 +106,62 @@ class _Features:
         i = self.count
         self.times[i], self.energy[i], self.change[i], self.pose[i] = seconds, energy, change, pose
         self.count += 1
+
+
+_MEASURE_AHEAD = 3
+"""Sampled frames the motion thread may run ahead of the pose estimator (each holds its frame)."""
+
+_POLL_S = 0.1
+
+
+def _measured(
+    sampled: SampledFrames, motion: MotionDetector
+) -> Iterator[tuple[int, np.ndarray, float, MotionSample]]:
+    """`sampled`'s frames with their motion, measured in a second thread a few samples ahead.
+
+    Yields `(index, frame, reached, motion sample)` in order; an error of the decoding or of the
+    motion maths is raised here. The thread (and the decoding under it) has ended when this
+    generator ends, raises or is closed."""
+    handed: queue.Queue[tuple[int, np.ndarray, float, MotionSample] | BaseException | None]
+    handed = queue.Queue(maxsize=_MEASURE_AHEAD)
+    stop = threading.Event()
+
+    def hand_over(item: tuple[int, np.ndarray, float, MotionSample] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                handed.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def measure() -> None:
+        frames = iter(sampled)
+        try:
+            for index, frame, reached in frames:
+                if not hand_over((index, frame, reached, motion.process_frame(frame))):
+                    return
+            hand_over(None)
+        except BaseException as exc:  # handed to the iterating thread, which raises it
+            hand_over(exc)
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # stops and joins the decoding thread
+
+    worker = threading.Thread(target=measure, name="motion", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handed.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _athlete_tracker(options: AnalysisOptions) -> AthleteTracker | None:
@@ -212,24 +274,23 @@ def _analyze(
         reached = 0.0
         reported = 0  # frames whose progress has been reported, as a frame-by-frame loop would
         sampled = SampledFrames(stream, 1.0 / options.sample_fps, cancel_event, options.max_seconds)
-        for index, frame, position in sampled:
+        for index, frame, position, moved in _measured(sampled, motion):
             for skipped in range(reported, index):
                 stop_if_cancelled(cancel_event)
                 progress.at_time(skipped / fps)
             stop_if_cancelled(cancel_event)
             seconds = index / fps
             reached = max(reached, position)
-            energy, change, pose = motion.process_frame(frame)
-            features.append(seconds, energy, change, pose)
+            features.append(seconds, moved.energy, moved.change, moved.pose)
             if tracker is not None:
-                if change >= CUT_CHANGE:
+                if moved.change >= CUT_CHANGE:
                     # Perhaps a cut, perhaps something sweeping past: look now.
                     tracker.picture_changed()
                 box = tracker.box
-                box_motion = motion.moving_fraction_in(box) if box is not None else None
+                box_motion = moved.moving_fraction_in(box) if box is not None else None
                 tracker.process_frame(features.count - 1, seconds, frame, box_motion)
             if thumbnails is not None:
-                thumbnails.offer(seconds, energy, frame)
+                thumbnails.offer(seconds, moved.energy, frame)
             progress.at_time(seconds)
             reported = index + 1
         for skipped in range(reported, sampled.frames):

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import api, distributed, throughput, videos
 
-# The engine bench goes last: it sets cv2.setNumThreads for the whole process.
+# The engine bench goes last: it loads the pose models into this process.
 SECTIONS = ("latency", "leak", "throughput", "distributed", "engine")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -97,23 +97,23 @@ def _engine_line(engine: dict[str, Any]) -> str:
     """One line from bench/engine.py's figures (its own tables are printed as it runs)."""
     try:
         speed = engine["speed"]
+        decode, pose = speed["decode"], speed["pose_alone"]
         parts = [
-            f"**Engine** (bench/engine.py, {engine.get('opencv_threads')} OpenCV thread): "
-            f"{speed['clip']}: decode only {speed['decode_s']} s, full analysis "
-            f"{speed['analysis_s']} s (×{speed['ratio']} of decoding, {speed['x_realtime']}× "
-            "real time)"
+            f"**Engine** (bench/engine.py, {speed['clip']}, {speed['seconds_of_video']} s): "
+            f"decode only {decode['wall_s']} s ({decode['cpu_s']} s CPU), pose alone "
+            f"{pose['wall_s']} s for {pose['estimates']} estimates ({pose['ms_per_estimate']} ms "
+            "each)"
         ]
+        for kind, a in speed["analyses"].items():
+            parts.append(
+                f"{kind} {a['wall_s']} s ({a['cpu_s']} s CPU, {a['x_realtime']}x real time, "
+                f"x{a['vs_decode_plus_pose']} of decode + pose, load {a['load']})"
+            )
         for row in engine.get("memory", []):
-            parts.append(f"peak RSS {row['peak_mb']} MB for {row['clip']}")
-        for name in ("accuracy", "accuracy_holdout"):
-            summary = engine.get(name, {})
-            summary = summary.get("summary", summary)
-            if "within_one" in summary:
-                parts.append(
-                    f"{name.replace('_', ' ')}: {summary['within_one']:.0%} of {summary['sets']} "
-                    f"sets within ±1 rep, {summary['boundaries_within_1s']:.0%} of set edges "
-                    "within 1 s"
-                )
+            parts.append(
+                f"peak RSS {row['peak_mb']} MB for {row['clip']} ({row['minutes']} min, "
+                f"{row['sample_fps']:g} samples/s)"
+            )
         return "; ".join(parts) + "."
     except (KeyError, TypeError) as exc:  # their format may change; never lose the table
         return f"Engine: see bench/engine_results.json ({type(exc).__name__}: {exc})"
