@@ -137,13 +137,26 @@ def test_analysis_threads_yield_the_cpu_to_the_event_loop(tmp_path: Path) -> Non
     with make_client(Settings(storage_dir=tmp_path)) as client:
         tasks = client.app.state.tasks  # type: ignore[attr-defined]
 
-        def own_priority() -> int:
-            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        def own_priority() -> tuple[int, int]:
+            return os.getpriority(
+                os.PRIO_PROCESS, threading.get_native_id()
+            ), os.sched_getscheduler(0)
 
-        tasks.submit_task("probe", own_priority)
+        def priorities() -> list[tuple[int, int]]:
+            # The analysis starts threads of its own (decoding, motion): they inherit both.
+            seen: list[tuple[int, int]] = []
+            child = threading.Thread(target=lambda: seen.append(own_priority()))
+            child.start()
+            child.join(5)
+            return [own_priority(), *seen]
+
+        tasks.submit_task("probe", priorities)
         assert tasks.wait("probe", timeout=5)
-        assert tasks.get_task_status("probe")["result"] >= 10
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 10
+        probed = tasks.get_task_status("probe")["result"]
+        assert len(probed) == 2
+        assert all(nice >= 10 and policy == os.SCHED_IDLE for nice, policy in probed)
+        nice, policy = own_priority()
+        assert nice < 10 and policy == os.SCHED_OTHER
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
