@@ -154,11 +154,6 @@ def main() -> None:
 
     # The pose runtime's one-off line on stderr would be the only log line that is not JSON.
     silence_runtime_banner()
-    from video_service import lower_thread_priority
-
-    # As the API's own analysis threads do: where a worker shares a machine with an API
-    # process (or Redis), they get the CPU first. The horses inherit it.
-    lower_thread_priority()
     if settings.worker_metrics_port is not None:
         _serve_metrics(settings.worker_metrics_port)
     try:
