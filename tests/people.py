@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from analysis.pose import LANDMARK_NAMES
 from tests.synthetic import _smooth_noise
 
 logger = logging.getLogger(__name__)
@@ -38,42 +39,9 @@ logger = logging.getLogger(__name__)
 # Landmarks and body model
 # ------------------------------------------------------------------------------------------------
 
-LANDMARKS: tuple[str, ...] = (
-    "nose",
-    "left_eye_inner",
-    "left_eye",
-    "left_eye_outer",
-    "right_eye_inner",
-    "right_eye",
-    "right_eye_outer",
-    "left_ear",
-    "right_ear",
-    "mouth_left",
-    "mouth_right",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_pinky",
-    "right_pinky",
-    "left_index",
-    "right_index",
-    "left_thumb",
-    "right_thumb",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-    "left_heel",
-    "right_heel",
-    "left_foot_index",
-    "right_foot_index",
-)
-"""BlazePose's landmarks, in its order; left and right are the person's own."""
+LANDMARKS: tuple[str, ...] = LANDMARK_NAMES
+"""BlazePose's landmarks, in its order; left and right are the person's own (one list with the
+estimator's, so the truth is indexed as its output is)."""
 
 LM = {name: i for i, name in enumerate(LANDMARKS)}
 
