@@ -15,6 +15,7 @@ import numpy as np
 
 from analysis.results import AnalysisResult
 from tests.people import ClipTruth
+from tests.synthetic import match_sets, sets_in_rest
 
 # The generator names joints by their angle; the analysis by the joint.
 _JOINT = {
@@ -67,20 +68,12 @@ def score(scenario: str, truth: ClipTruth, result: AnalysisResult) -> ClipScore:
     assert result.workout is not None
     active = [s for s in result.workout.segments if s.kind == "active"]
     scores = []
-    used: set[int] = set()
-    for true in truth.sets:
-        best, best_overlap = None, 0.0
-        for k, found in enumerate(active):
-            overlap = min(true.end, found.end) - max(true.start, found.start)
-            if overlap > best_overlap and k not in used:
-                best, best_overlap = k, overlap
-        if best is None:
+    for true, found in zip(truth.sets, match_sets(truth.sets, active), strict=True):
+        if found is None:
             scores.append(
                 SetScore(scenario, true.exercise, true.reps, None, None, None, None, (), False)
             )
             continue
-        used.add(best)
-        found = active[best]
         errors = []
         if found.range_of_motion:
             period = (true.end - true.start) / true.reps
@@ -102,12 +95,7 @@ def score(scenario: str, truth: ClipTruth, result: AnalysisResult) -> ClipScore:
                 found.dominant_joint == _JOINT.get(true.joint, true.joint),
             )
         )
-    in_rest = sum(
-        1
-        for s in active
-        if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in truth.sets)
-        < 0.5 * (s.end - s.start)
-    )
+    in_rest = sets_in_rest(truth.sets, active)
     return ClipScore(scenario, result.workout.method, tuple(scores), in_rest)
 
 

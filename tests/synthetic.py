@@ -7,8 +7,10 @@ nothing is mocked.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -482,22 +484,41 @@ class ClipScore:
     top3_count: int
 
 
+def match_sets(true_sets: Sequence[Any], found_sets: Sequence[Any]) -> list[Any]:
+    """For each true set (anything with `start` and `end`), the found set overlapping it most
+    that no earlier true set took, or None."""
+    matched: list[Any] = []
+    used: set[int] = set()
+    for true in true_sets:
+        best, best_overlap = None, 0.0
+        for k, found in enumerate(found_sets):
+            overlap = min(true.end, found.end) - max(true.start, found.start)
+            if overlap > best_overlap and k not in used:
+                best, best_overlap = k, overlap
+        if best is not None:
+            used.add(best)
+        matched.append(None if best is None else found_sets[best])
+    return matched
+
+
+def sets_in_rest(true_sets: Sequence[Any], found_sets: Sequence[Any]) -> int:
+    """Found sets lying mostly (over half their length) outside the true sets."""
+    return sum(
+        1
+        for s in found_sets
+        if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in true_sets)
+        < 0.5 * (s.end - s.start)
+    )
+
+
 def score_clip(clip: int, truth: WorkoutTruth, result) -> ClipScore:
     """Compare an `AnalysisResult` (type "full") with the truth of its clip."""
     active = [s for s in result.workout.segments if s.kind == "active"]
     scores = []
-    used: set[int] = set()
-    for true in truth.sets:
-        best, best_overlap = None, 0.0
-        for k, found in enumerate(active):
-            overlap = min(true.end, found.end) - max(true.start, found.start)
-            if overlap > best_overlap and k not in used:
-                best, best_overlap = k, overlap
-        if best is None:
+    for true, found in zip(truth.sets, match_sets(truth.sets, active), strict=True):
+        if found is None:
             scores.append(SetScore(clip, true.exercise, true.reps, None, None, None))
             continue
-        used.add(best)
-        found = active[best]
         scores.append(
             SetScore(
                 clip,
@@ -508,12 +529,7 @@ def score_clip(clip: int, truth: WorkoutTruth, result) -> ClipScore:
                 round(found.end - true.end, 2),
             )
         )
-    in_rest = sum(
-        1
-        for s in active
-        if sum(max(0.0, min(t.end, s.end) - max(t.start, s.start)) for t in truth.sets)
-        < 0.5 * (s.end - s.start)
-    )
+    in_rest = sets_in_rest(truth.sets, active)
     top3 = (result.highlights or [])[:3]
     on_intense = sum(
         1 for h in top3 if any(min(b, h.end) > max(a, h.start) for a, b in truth.intense)
