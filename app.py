@@ -28,7 +28,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import logs
-from analysis.pose import silence_runtime_banner
 from async_api import (
     UPLOAD_FORM,
     PrivateCacheMiddleware,
@@ -50,7 +49,7 @@ from session_store import SessionStore, StoreUnavailable
 from signing import UrlSigner
 from task_backend import Distributed, RQTaskBackend, TaskBackend, on_interruption
 from task_manager import BackgroundTaskManager
-from video_service import StorageLock, VideoService, lower_thread_priority
+from video_service import StorageLock, VideoService
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = Path(settings.storage_dir).resolve()
-        # Before anything else runs: the pose runtime's one-off line on stderr would be the
-        # only log line that is not JSON.
-        silence_runtime_banner()
         # The synchronous analyses (/analyze/*) run on this process's threads in every mode.
-        pool = BackgroundTaskManager(
-            max_workers=settings.max_workers, initializer=lower_thread_priority
-        )
+        pool = BackgroundTaskManager(max_workers=settings.max_workers)
         lock: StorageLock | None = None
         sessions: SessionStore
         tasks: TaskBackend

@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -43,13 +42,13 @@ from pydantic import ValidationError
 
 from blob_store import BlobNotFound, BlobStore, LocalBlobStore
 from config import Settings, StartupRefused
+from engine_process import AnalysisCrashed, ProcessEngine
 from observability import SessionEvents
 from railway_video_generator import (
     AnalysisCancelled,
     AnalysisOptions,
     AnalysisResult,
     InvalidVideo,
-    RailwayVideoGenerator,
     VideoDecodeError,
     probe_video,
 )
@@ -85,9 +84,6 @@ _FORM_OVERHEAD = 1024 * 1024
 _RETRY_AFTER_SECONDS = 10
 # What a 429 for too many bodies at once suggests: uploads come and go faster than analyses.
 _UPLOAD_RETRY_AFTER_SECONDS = 5
-# Analysis threads run at a lower CPU priority than the event loop, so that with every core busy
-# decoding, a request still gets a CPU at once. Linux only: there a thread id names one thread.
-_ANALYSIS_NICE = 10
 
 
 class ServiceError(Exception):
@@ -367,6 +363,7 @@ class VideoService:
         blobs: where videos and artifacts live; the storage folder when omitted.
         pool: the threads of the synchronous analyses (`/analyze/*`), which always run in this
             process; `tasks` itself when omitted (it must then be a `BackgroundTaskManager`).
+        engine: runs the analyses; child processes started from a fork server when omitted.
     """
 
     def __init__(
@@ -378,6 +375,7 @@ class VideoService:
         events: SessionEvents | None = None,
         blobs: BlobStore | None = None,
         pool: BackgroundTaskManager | None = None,
+        engine: ProcessEngine | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -387,7 +385,8 @@ class VideoService:
                 raise TypeError("give a pool for the synchronous analyses")
             pool = tasks
         self.pool = pool
-        self.engine = RailwayVideoGenerator()
+        # The analyses run in child processes, never in this one's GIL (engine_process.py).
+        self.engine = engine if engine is not None else ProcessEngine()
         self.storage = Path(settings.storage_dir).resolve()
         self.blobs: BlobStore = blobs if blobs is not None else LocalBlobStore(self.storage)
         self._artifact_url_prefix = artifact_url_prefix
@@ -503,11 +502,13 @@ class VideoService:
         if not self.tasks.in_process:
             self.pool.shutdown(wait=True, cancel_pending=True, timeout=_STOP_WAIT_SECONDS)
             self.tasks.shutdown()
+            self.engine.close()
             return
         if not self.tasks.shutdown(wait=True, cancel_pending=True, timeout=_STOP_WAIT_SECONDS):
             logger.warning(
                 "analyses still running after %.1fs; handing them back anyway", _STOP_WAIT_SECONDS
             )
+        self.engine.close()
         unfinished = self.sessions.list_sessions(SessionStatus.QUEUED)
         unfinished += self.sessions.list_sessions(SessionStatus.PROCESSING)
         for session in unfinished:
@@ -1011,6 +1012,8 @@ def _public_error(exc: BaseException) -> str:
     # Even those may quote a library's error text, so no server path goes out with them.
     if isinstance(exc, (InvalidVideo, VideoDecodeError)):
         return _PATH.sub("<file>", str(exc)) or "The video could not be decoded"
+    if isinstance(exc, AnalysisCrashed):
+        return f"The analysis stopped: {exc}"
     return "Internal error during analysis"
 
 
@@ -1019,27 +1022,6 @@ def _declared_size(content_length: str | None) -> int:
         return max(0, int(content_length or 0))
     except ValueError:
         return 0
-
-
-def lower_thread_priority() -> None:
-    """Renice the calling worker thread (and the threads it starts: decoding, motion, FFmpeg's)
-    to _ANALYSIS_NICE, under Linux's SCHED_IDLE policy.
-
-    The task pool runs it in each of its threads, so every analysis, the synchronous ones too,
-    yields the CPU to the event loop."""
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        if os.getpriority(os.PRIO_PROCESS, tid) < _ANALYSIS_NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, _ANALYSIS_NICE)
-        # Nice alone still left the event loop runnable but waiting for a CPU 18 % of the time
-        # with both workers analysing (each analysis runs three threads: decoding, motion, pose);
-        # SCHED_IDLE threads run only when nothing else wants the CPU: 3 % (README
-        # "Performance").
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        logger.warning("could not lower the analysis thread's priority", exc_info=True)
 
 
 def _name(video_path: str) -> str:

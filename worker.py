@@ -62,6 +62,7 @@ def build_worker(settings: Settings) -> Any:
     from rq.worker import HerokuWorker
 
     import task_backend
+    from engine_process import ProcessEngine
     from metrics import Metrics
     from observability import SessionEvents
     from task_manager import BackgroundTaskManager
@@ -77,6 +78,9 @@ def build_worker(settings: Settings) -> Any:
         blobs=remote.blobs,
         # A worker never runs synchronous analyses; the pool only satisfies the constructor.
         pool=BackgroundTaskManager(max_workers=1),
+        # The horse, one thread that has imported the engine, forks the analysis's process; it
+        # keeps its own priority, so a SIGTERM is acted on at once however busy the machine is.
+        engine=ProcessEngine("fork"),
     )
     task_backend.serve_jobs_with(service)
     task_backend.on_interruption(service.job_interrupted)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -134,32 +133,6 @@ def test_cors_allows_the_configured_origins(tmp_path: Path) -> None:
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         refused = client.get("/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in refused.headers
-
-
-def test_analysis_threads_yield_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
-    with make_client(Settings(storage_dir=tmp_path)) as client:
-        tasks = client.app.state.tasks  # type: ignore[attr-defined]
-
-        def own_priority() -> tuple[int, int]:
-            return os.getpriority(
-                os.PRIO_PROCESS, threading.get_native_id()
-            ), os.sched_getscheduler(0)
-
-        def priorities() -> list[tuple[int, int]]:
-            # The analysis starts threads of its own (decoding, motion): they inherit both.
-            seen: list[tuple[int, int]] = []
-            child = threading.Thread(target=lambda: seen.append(own_priority()))
-            child.start()
-            child.join(5)
-            return [own_priority(), *seen]
-
-        tasks.submit_task("probe", priorities)
-        assert tasks.wait("probe", timeout=5)
-        probed = tasks.get_task_status("probe")["result"]
-        assert len(probed) == 2
-        assert all(nice >= 10 and policy == os.SCHED_IDLE for nice, policy in probed)
-        nice, policy = own_priority()
-        assert nice < 10 and policy == os.SCHED_OTHER
 
 
 def test_a_bad_setting_stops_start_up_with_one_line(tmp_path: Path) -> None:
