@@ -67,6 +67,10 @@ class AnalysisCrashed(RuntimeError):
     """The process of an analysis died before it answered (a crash, or killed from outside)."""
 
 
+class _NeverStarted(Exception):
+    """The child was gone before it took the job."""
+
+
 class ProcessEngine:
     """`analyze` in a child process per calling thread; `close()` ends them all.
 
@@ -102,14 +106,23 @@ class ProcessEngine:
         cancel_event = cancel_event or threading.Event()
         if cancel_event.is_set():
             raise AnalysisCancelled()
-        child = self._child()
         job = (video_path, analysis_type, output_dir, options)
-        try:
-            return child.run(job, progress_callback, cancel_event)
-        except BaseException:
-            if not child.alive:
+        for attempt in (1, 2):
+            child = self._child()
+            try:
+                child.send(job)
+                return child.follow(progress_callback, cancel_event)
+            except _NeverStarted:
+                # It had died while it waited for work (its pipe was not closed yet when the
+                # job went): a new child takes the job, once.
                 self._forget(child)
-            raise
+                if attempt == 2:
+                    raise AnalysisCrashed("the analysis process could not be started") from None
+            except BaseException:
+                if not child.alive:
+                    self._forget(child)
+                raise
+        raise AssertionError("unreachable")
 
     def child_pids(self) -> list[int]:
         """The process ids of the children alive now."""
@@ -161,14 +174,19 @@ class _Child:
     def alive(self) -> bool:
         return not self._dead and self.process.is_alive()
 
-    def run(
-        self,
-        job: tuple[Any, ...],
-        progress: Callable[[int, str], None] | None,
-        cancel_event: threading.Event,
-    ) -> AnalysisResult:
+    def send(self, job: tuple[Any, ...]) -> None:
+        """Give the child a job. Raises _NeverStarted if it has died."""
         try:
             self.conn.send(("run", job))
+        except OSError:
+            self.close()
+            raise _NeverStarted() from None
+
+    def follow(
+        self, progress: Callable[[int, str], None] | None, cancel_event: threading.Event
+    ) -> AnalysisResult:
+        """The answer to the job sent: its result, or the engine's exception raised."""
+        try:
             kind, answer = self._follow(progress, cancel_event)
         except BaseException:
             # Anything but the child's own answer (a callback that raised, a crash, a
@@ -188,6 +206,7 @@ class _Child:
         """The child's answer to the job: ("done", result), ("error", exception) or
         ("cancelled", None), passing on its progress and logs meanwhile."""
         cancelled_at: float | None = None
+        started = False
         while True:
             if cancelled_at is None and cancel_event.is_set():
                 cancelled_at = time.monotonic()
@@ -201,13 +220,17 @@ class _Child:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 self.close()
+                if not started:
+                    raise _NeverStarted() from None
                 if cancelled_at is not None:
                     raise AnalysisCancelled() from None
                 raise AnalysisCrashed(
                     f"the analysis process ended unexpectedly ({_how_it_ended(self.process)})"
                 ) from None
             kind = message[0]
-            if kind == "progress":
+            if kind == "started":
+                started = True
+            elif kind == "progress":
                 if progress is not None and cancelled_at is None:
                     progress(message[1], message[2])
             elif kind == "log":
@@ -285,6 +308,7 @@ def _serve(conn: Connection, parents_end: Connection) -> None:
     while True:
         video_path, analysis_type, output_dir, options = jobs.get()
         cancel.clear()  # a cancel that came after the previous job had ended
+        send(("started",))
         try:
             result = engine.analyze(
                 video_path,

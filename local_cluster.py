@@ -103,7 +103,7 @@ class RedisServer:
         command += [str(self.folder), "--appendonly", "yes", "--save", ""]
         with open(self.folder / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, process_group=0
             )
         client = self.client()
         try:
@@ -174,7 +174,7 @@ class S3Server:
             command += [flag, str(port)]
         with open(self.folder / "weed.log", "ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, process_group=0
             )
         _deadline(self._answers, 30, f"weed mini's S3 on port {self.port}")
         client = self.client()
@@ -247,7 +247,7 @@ class WorkerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C is the launcher's to pass on, in order
+                process_group=0,  # a Ctrl-C is the launcher's to pass on, in order
             )
         _deadline(self._ready, 60, f"the worker ({self.log.name})")
         return self
@@ -427,7 +427,7 @@ def main() -> None:
                 env=cluster.env(folder / "api"),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                process_group=0,
             )
         url = f"http://127.0.0.1:{options.port}"
         _deadline(lambda: _healthy(api, url), 60, f"the API on {url}")

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from config import Settings
-from engine_process import AnalysisCrashed, ProcessEngine
+from engine_process import ProcessEngine
 from railway_video_generator import AnalysisCancelled, InvalidVideo, RailwayVideoGenerator
-from tests.conftest import API, make_client, stored_files, upload, wait_for
+from tests.conftest import API, follow, make_client, stored_files, upload, wait_for
 from tests.server import free_port, launch, wait_healthy, wait_until
 
 
@@ -91,8 +91,9 @@ def test_a_child_that_dies_fails_only_its_own_session(
     with make_client(settings) as client:
         engine = client.app.state.service.engine  # type: ignore[attr-defined]
         doomed = upload(client, clips["long"]).json()["sessionId"]
-        wait_for(client, doomed, {"processing"})
-        wait_until(lambda: bool(engine.child_pids()), 10, "the analysis has its process")
+        # Killed once its child has reported progress: it has started the job. (One that dies
+        # before taking its job is replaced, and the job runs: test below.)
+        follow(client, doomed, lambda body: body["progress"] > 1)
         (child,) = engine.child_pids()
         os.kill(child, signal.SIGKILL)
         failed = wait_for(client, doomed)
@@ -151,12 +152,18 @@ def test_the_engines_errors_and_logs_come_back(
         not_a_video.write_bytes(b"not a video at all" * 100)
         with pytest.raises(InvalidVideo):
             engine.analyze(str(not_a_video), "workout")
+        # A failed analysis leaves its child serving ...
         (child,) = engine.child_pids()
-        # A failed analysis leaves its child serving; a dead one is reported as a crash.
+        with pytest.raises(InvalidVideo):
+            engine.analyze(str(not_a_video), "workout")
+        assert engine.child_pids() == [child]
+        # ... and one that died while it waited for work is replaced, unnoticed.
         os.kill(child, signal.SIGKILL)
         wait_until(lambda: not _alive(child), 5, "the killed child is gone")
-        with pytest.raises(AnalysisCrashed):
+        with pytest.raises(InvalidVideo):
             engine.analyze(str(not_a_video), "workout")
+        (replacement,) = engine.child_pids()
+        assert replacement != child
     finally:
         engine.close()
 
