@@ -212,7 +212,7 @@ class _Child:
                 cancelled_at = time.monotonic()
                 self.conn.send(("cancel",))
             if cancelled_at is not None and time.monotonic() - cancelled_at > _CANCEL_GRACE_S:
-                self.close()
+                self.close(wait=0)
                 raise AnalysisCancelled()
             if not self.conn.poll(_POLL_S):
                 continue
@@ -241,17 +241,21 @@ class _Child:
             elif kind == "cancelled":
                 return kind, None
 
-    def close(self) -> None:
-        """End the child: a closed pipe makes an idle one exit; a busy one is killed."""
+    def close(self, wait: float = 0.2) -> None:
+        """End the child, without waiting for it for long: a closed pipe makes an idle one exit;
+        one still there `wait` seconds later (busy, frozen, or short of CPU) is killed."""
         self._dead = True
         try:
             self.conn.close()
         except OSError:
             pass
-        self.process.join(timeout=0.2)
+        self.process.join(timeout=wait)
         if self.process.exitcode is None:
+            _restore_priority(self.pid)
             self.process.kill()
-            self.process.join(timeout=5)
+            # Not joined: a killed process must still run to exit, and under SCHED_IDLE on a
+            # busy machine that can take seconds (a test saw a cleanup wait 5 s for it). It
+            # holds nobody up meanwhile; multiprocessing reaps it later.
 
 
 def _how_it_ended(process: Any) -> str:
@@ -343,6 +347,23 @@ def _lower_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError:
         pass  # still isolated from the server's GIL; only sharing the CPU more evenly
+
+
+def _restore_priority(pid: int) -> None:
+    """Give a child about to be killed the normal policy back, so that it gets the CPU to exit
+    at once. Only a privileged process may (CAP_SYS_NICE); elsewhere it exits when the CPU is
+    free."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in threads:
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            return
 
 
 class _PipeHandler(logging.Handler):

@@ -9,6 +9,7 @@ import functools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from app import create_app
 from config import Settings
@@ -61,10 +62,29 @@ def _clip() -> bytes:
     return path.read_bytes()
 
 
+_SETTLE_SECONDS = 60.0
+
+
+def _settle(session_id: str) -> None:
+    """Wait until the session's analysis has ended (a deadline, not a hang)."""
+    sessions = app.state.service.sessions
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    while (session := sessions.get_session(session_id)) is not None:
+        if session.status.is_terminal:
+            return
+        assert time.monotonic() < deadline, f"session {session_id} still {session.status}"
+        time.sleep(0.02)
+
+
 class SessionWorkflows(schema.as_state_machine()):  # type: ignore[misc]
     """Chains operations along the OpenAPI links: an upload's `sessionId` goes to status,
-    events, results, cancel, cleanup and artifacts, so they are fuzzed on real sessions in every
-    state (queued, processing, completed, cancelled, cleaned up), not only on unknown ids."""
+    events, results, cancel, cleanup and artifacts, so they are fuzzed on real sessions
+    (completed, failed, cancelled, cleaned up), not only on unknown ids.
+
+    Each accepted upload is followed to its end before the next step. Otherwise what a step
+    answers depends on how far an analysis has got (results 400 or 200, cancel 200 or 409), and
+    Hypothesis, replaying a scenario, sees the same choices lead on differently and calls the
+    strategy flaky. The queued and processing states are the contract tests' (test_api.py)."""
 
     def before_call(self, case: schemathesis.Case) -> None:
         # A case meant to break the schema (a missing field, say) must stay broken.
@@ -74,6 +94,11 @@ class SessionWorkflows(schema.as_state_machine()):  # type: ignore[misc]
             # The form fields stay generated; the file is a video the service can analyse.
             case.body["video"] = _clip()
 
+    def after_call(self, response: Any, case: schemathesis.Case) -> None:
+        super().after_call(response, case)
+        if case.operation.path.endswith("/upload") and response.status_code == 202:
+            _settle(response.json()["sessionId"])
+
     def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
         return {"headers": {"X-API-Key": API_KEY}}
 
@@ -81,16 +106,20 @@ class SessionWorkflows(schema.as_state_machine()):  # type: ignore[misc]
         self, response: Any, case: schemathesis.Case, **kwargs: Any
     ) -> None:
         # As above: a schema-valid request may rightly be refused (a full queue, a bad params).
-        case.validate_response(response, excluded_checks=[positive_data_acceptance])
+        # And schema-breaking requests are the stateless test's: here the key header, which a
+        # negative case may have dropped, is always sent, and a query value made an object is
+        # sent as parameters of other names, which the service rightly ignores, so a request
+        # Schemathesis counts as invalid can be a valid one that rightly answers 200.
+        case.validate_response(
+            response, excluded_checks=[positive_data_acceptance, negative_data_rejection]
+        )
 
 
 TestSessionWorkflows = SessionWorkflows.TestCase
 TestSessionWorkflows.settings = settings(
-    # The sessions' states depend on timing (an analysis may or may not have finished), so
-    # Hypothesis can see one prefix of choices lead on differently and call the strategy flaky
-    # (FlakyStrategyDefinition, about one fresh run in five at 25 scenarios): fewer scenarios
-    # make that rarer, and no example database replays a timing-dependent failure for ever.
-    max_examples=int(os.environ.get("FUZZ_SCENARIOS", "12")),
+    # FUZZ_SCENARIOS=200 for a deeper run by hand. No example database: a scenario that failed
+    # once is not replayed by the next run of the suite, whose failure it would hide.
+    max_examples=int(os.environ.get("FUZZ_SCENARIOS", "20")),
     database=None,
     stateful_step_count=6,
     deadline=None,
