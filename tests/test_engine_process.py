@@ -3,6 +3,7 @@ priority, each child dying alone, none outliving the server."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import tempfile
@@ -144,10 +145,18 @@ def test_a_cancel_kills_a_child_that_cannot_stop(clips: dict[str, Path]) -> None
 
 
 def test_the_engines_errors_and_logs_come_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clips: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     engine = ProcessEngine()
     try:
+        # The engine's log lines are logged here, by the calling thread, under their own names
+        # (so they carry the session's context in the server's logs).
+        result = engine.analyze(str(clips["short"]), "highlights")
+        assert result.video.duration == pytest.approx(3.0, abs=0.1)
+        decoded = [r for r in caplog.records if r.name == "analysis.pipeline"]
+        assert decoded and decoded[0].getMessage().startswith("decoded ")
+        assert decoded[0].thread == threading.get_ident()
         not_a_video = tmp_path / "notes.mp4"
         not_a_video.write_bytes(b"not a video at all" * 100)
         with pytest.raises(InvalidVideo):
