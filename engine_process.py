@@ -116,6 +116,8 @@ class ProcessEngine:
                 # It had died while it waited for work (its pipe was not closed yet when the
                 # job went): a new child takes the job, once.
                 self._forget(child)
+                if cancel_event.is_set():
+                    raise AnalysisCancelled() from None
                 if attempt == 2:
                     raise AnalysisCrashed("the analysis process could not be started") from None
             except BaseException:
@@ -198,7 +200,7 @@ class _Child:
             raise answer
         if kind == "cancelled":
             raise AnalysisCancelled()
-        return answer  # type: ignore[no-any-return]
+        return answer
 
     def _follow(
         self, progress: Callable[[int, str], None] | None, cancel_event: threading.Event
@@ -333,7 +335,7 @@ def _serve(conn: Connection, parents_end: Connection) -> None:
 def _portable(exc: BaseException) -> BaseException:
     """`exc` if it survives pickling, else a RuntimeError with its type and text."""
     try:
-        return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]
+        return pickle.loads(pickle.dumps(exc))
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
