@@ -193,8 +193,7 @@ class _Child:
         except BaseException:
             # Anything but the child's own answer (a callback that raised, a crash, a
             # KeyboardInterrupt) leaves it in an unknown state: it does not serve again.
-            if not self._dead:
-                self.close()
+            self.close()
             raise
         if kind == "error":
             raise answer
@@ -245,7 +244,10 @@ class _Child:
 
     def close(self, wait: float = 0.2) -> None:
         """End the child, without waiting for it for long: a closed pipe makes an idle one exit;
-        one still there `wait` seconds later (busy, frozen, or short of CPU) is killed."""
+        one still there `wait` seconds later (busy, frozen, or short of CPU) is killed. Once
+        is enough: later calls do nothing."""
+        if self._dead:
+            return
         self._dead = True
         try:
             self.conn.close()
