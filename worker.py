@@ -157,6 +157,8 @@ def main() -> None:
     from analysis.pose import silence_runtime_banner
 
     # The pose runtime's one-off line on stderr would be the only log line that is not JSON.
+    # Silenced once here: the horses, and the analysis processes they fork, inherit it, so no
+    # job pays for a throw-away interpreter.
     silence_runtime_banner()
     if settings.worker_metrics_port is not None:
         _serve_metrics(settings.worker_metrics_port)
