@@ -86,8 +86,14 @@ def test_a_client_that_hangs_up_while_queued_is_dropped_from_the_queue(
         wait_until(lambda: health(server)["queued"] == 1, 10, "the synchronous analysis queued")
     finally:
         sock.close()
+    hung_up = time.monotonic()
     wait_until(lambda: health(server)["queued"] == 0, 1.5, "the queue emptied after hanging up")
-    assert session_folders(server) == [session_id]
+    # Its folder goes just after, in the request's own clean-up: within the same deadline.
+    wait_until(
+        lambda: session_folders(server) == [session_id],
+        max(0.0, 1.5 - (time.monotonic() - hung_up)),
+        "only the upload's folder left after hanging up",
+    )
     assert "stopped: the client went away" in server.log.read_text()
     # The one worker is still on the upload; once it is cancelled, nothing is left counted.
     assert httpx.post(f"{server.url}{API}/cancel/{session_id}").status_code == 200
