@@ -129,9 +129,27 @@ def joint_angles(world: np.ndarray, image: np.ndarray) -> np.ndarray:
     return out
 
 
-def angle_reliability(visibility: np.ndarray) -> np.ndarray:
-    """Per angle, the least visibility (0..1) of the landmarks it is computed from."""
-    return np.array([float(np.min(visibility[list(ids)])) for ids in _ANGLE_LANDMARKS])
+def angle_reliability(
+    visibility: np.ndarray,
+    landmarks: np.ndarray | None = None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Per angle, the least visibility (0..1) of the landmarks it is computed from.
+
+    With the landmarks (pixels) and the picture's `size` (width, height), a wrist the estimator
+    places inside the picture counts as visible as its elbow: hanging arms framed from the waist
+    up put the wrists near the picture's lower edge, where the estimator, unsure whether they are
+    in view, scores them 0.1-0.4 while placing them within 3 % of the body's height.
+    """
+    seen = visibility
+    if landmarks is not None and size is not None:
+        seen = visibility.copy()
+        w, h = size
+        for wrist, elbow in ((L_WRIST, L_ELBOW), (R_WRIST, R_ELBOW)):
+            x, y = landmarks[wrist, 0], landmarks[wrist, 1]
+            if 0.0 <= x < w and 0.0 <= y < h:
+                seen[wrist] = max(seen[wrist], seen[elbow])
+    return np.array([float(np.min(seen[list(ids)])) for ids in _ANGLE_LANDMARKS])
 
 
 def torso_length(image: np.ndarray) -> float:
@@ -167,15 +185,20 @@ class BodySample:
 
 
 def body_sample(
-    landmarks: np.ndarray, world: np.ndarray, visibility: np.ndarray, score: float
+    landmarks: np.ndarray,
+    world: np.ndarray,
+    visibility: np.ndarray,
+    score: float,
+    size: tuple[int, int] | None = None,
 ) -> BodySample:
-    """The body signals of one pose estimate (see `analysis.pose.PoseObservation`)."""
+    """The body signals of one pose estimate (see `analysis.pose.PoseObservation`) in a picture
+    of `size` (width, height) pixels."""
     hips = (landmarks[L_HIP, :2] + landmarks[R_HIP, :2]) / 2
     major = list(MAJOR_LANDMARKS)
     ys = landmarks[major, 1]
     return BodySample(
         joint_angles(world, landmarks),
-        angle_reliability(visibility),
+        angle_reliability(visibility, landmarks, size),
         landmarks[major, :2].astype(np.float64),
         world[major].astype(np.float64),
         (float(hips[0]), float(hips[1])),

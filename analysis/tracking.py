@@ -210,7 +210,11 @@ class AthleteTracker:
             self.scheduler.observed(index, seconds, None)
             return
         sample = body_sample(
-            observation.landmarks, observation.world, observation.visibility, observation.score
+            observation.landmarks,
+            observation.world,
+            observation.visibility,
+            observation.score,
+            (frame.shape[1], frame.shape[0]),
         )
         self.found += 1
         self.box = observation.box

@@ -234,3 +234,24 @@ def test_lunges_in_place_are_a_set_though_the_hips_shift_a_little() -> None:
     track, _ = make_track([("lunge", 90.0, 8, 2.0)], _times(30, 5.0), position=sway)
     (found,) = analyse(track, 30.0)
     assert found.exercise == "lunge" and len(found.rep_times) == 8
+
+
+def test_a_wrist_placed_inside_the_picture_counts_as_seen_as_its_elbow() -> None:
+    # Framed from the waist up, hanging hands sit at the picture's lower edge: the estimator
+    # places them right but scores them 0.1-0.4 (tests/test_people_accuracy.py has the clip).
+    from analysis.body import L_ELBOW, L_WRIST, R_ELBOW, R_WRIST, angle_reliability
+
+    visibility = np.full(33, 0.95, dtype=np.float32)
+    visibility[[L_ELBOW, R_ELBOW]] = 0.85
+    visibility[[L_WRIST, R_WRIST]] = 0.2
+    landmarks = np.full((33, 3), 100.0)
+    landmarks[L_WRIST, :2] = (330.0, 262.0)  # inside a 480 x 270 picture
+    landmarks[R_WRIST, :2] = (150.0, 275.0)  # below it
+    left, right = ANGLE_INDEX["left_elbow"], ANGLE_INDEX["right_elbow"]
+    alone = angle_reliability(visibility)
+    assert alone[left] == pytest.approx(0.2) and alone[right] == pytest.approx(0.2)
+    framed = angle_reliability(visibility, landmarks, (480, 270))
+    assert framed[left] == pytest.approx(0.85)  # the elbow's own visibility bounds it
+    assert framed[right] == pytest.approx(0.2)  # out of the picture: as unsure as scored
+    # Nothing else borrows: the knees keep their own landmarks' visibility.
+    assert np.array_equal(np.delete(framed, [left, right]), np.delete(alone, [left, right]))
