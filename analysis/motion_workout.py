@@ -36,6 +36,7 @@ def count_cycles(
     poses: list[np.ndarray] | None = None,
     level: np.ndarray | None = None,
     level_offset: int = 0,
+    dip: float | None = None,
 ) -> list[int]:
     """Rep peaks of a 1-D rep signal whose set occupies `core`; the rest is margin on either side.
 
@@ -49,7 +50,8 @@ def count_cycles(
     into another pose after the set makes no rep. (Judging that on whole pose vectors instead
     was tried: camera drift and shuffling then rejected real edge reps on held-out clips.)
     A peak after the set must also fall back below the low level before the signal ends, unless
-    the signal ends with the video.
+    the signal ends with the video. With `dip` (a fraction of the set's amplitude), two reps
+    whose return between them stops short of the low level are still two (`hysteresis_peaks`).
     """
     core_values = signal[core]
     if core_values.size < 3:
@@ -58,7 +60,12 @@ def count_cycles(
     amplitude = top - bottom
     if amplitude <= 0:
         return []
-    peaks = hysteresis_peaks(signal, bottom + 0.35 * amplitude, bottom + 0.65 * amplitude)
+    peaks = hysteresis_peaks(
+        signal,
+        bottom + 0.35 * amplitude,
+        bottom + 0.65 * amplitude,
+        None if dip is None else dip * amplitude,
+    )
     inside = [p for p in peaks if core.start <= p < core.stop]
     if not inside:
         return []

@@ -91,6 +91,11 @@ _FULL_REP = {
 """Degrees of its dominant joint a rep of each exercise goes through at the least: what a set
 too short to show a rhythm must reach on every rep to count (see `_short_sets`)."""
 
+_REP_DIP = 0.45
+"""Fraction of a set's amplitude a joint must come back by, and go again, between two reps that
+never return to the low level: the estimator reads a side-view push-up's straight arms as bent
+by 45 degrees at times, and a tired lifter stops locking out."""
+
 _MAX_TRAVEL = 0.8
 """Body heights the hips may move across the picture during a set: more is walking."""
 
@@ -378,7 +383,7 @@ def _count_part(
     if smooth is None:
         return None
     local = slice(part.core.start - part.margin.start, part.core.stop - part.margin.start)
-    peaks = count_cycles(smooth, local, part.lag)
+    peaks = count_cycles(smooth, local, part.lag, dip=_REP_DIP)
     if len(peaks) < options.min_reps:
         return None
     intervals = np.diff(peaks)

@@ -144,24 +144,41 @@ def close_gaps(mask: np.ndarray, max_gap: int) -> np.ndarray:
     return out
 
 
-def hysteresis_peaks(signal: np.ndarray, low: float, high: float) -> list[int]:
+def hysteresis_peaks(
+    signal: np.ndarray, low: float, high: float, dip: float | None = None
+) -> list[int]:
     """Indices of one peak per excursion above `high` that is closed by a fall below `low`.
 
     A Schmitt trigger: noise around either level cannot add or split a count. An excursion still
     open at the end of the signal counts (the rep reached its top; the video simply ended).
+
+    With `dip`, an excursion that falls by at least `dip` from its peak and then climbs by at
+    least `dip` back above `high` is two: two reps with a half-finished return between them (a
+    tired lifter's push-ups that no longer lock out), which never fall below `low`.
     """
     peaks: list[int] = []
     above = False
     best = -1
+    trough = 0.0
     for i, value in enumerate(signal):
         if above:
+            if (
+                dip is not None
+                and value > high
+                and signal[best] - trough >= dip
+                and value - trough >= dip
+            ):
+                peaks.append(best)
+                best, trough = i, value
+                continue
             if value > signal[best]:
-                best = i
+                best, trough = i, value
+            trough = min(trough, value)
             if value < low:
                 peaks.append(best)
                 above = False
         elif value > high:
-            above, best = True, i
+            above, best, trough = True, i, value
     if above:
         peaks.append(best)
     return peaks

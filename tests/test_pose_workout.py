@@ -255,3 +255,20 @@ def test_a_wrist_placed_inside_the_picture_counts_as_seen_as_its_elbow() -> None
     assert framed[right] == pytest.approx(0.2)  # out of the picture: as unsure as scored
     # Nothing else borrows: the knees keep their own landmarks' visibility.
     assert np.array_equal(np.delete(framed, [left, right]), np.delete(alone, [left, right]))
+
+
+def test_the_last_push_ups_of_a_set_count_though_the_arms_no_longer_lock_out() -> None:
+    # 8 push-ups; between the 6th and 7th and the 7th and 8th the arms come back only to 45
+    # degrees of 85 (a tired lifter; the estimator reads side-view arms that way too).
+    track, truth = make_track([("push_up", 80.0, 8, 1.5)], _times(30, 5.0))
+    elbows = [ANGLE_INDEX["left_elbow"], ANGLE_INDEX["right_elbow"]]
+    for boundary in (3.0 + 6 * 1.5, 3.0 + 7 * 1.5):
+        near = np.abs(track.times[: track.count] - boundary) < 0.4
+        track.angles[np.flatnonzero(near)[:, None], elbows] = np.maximum(
+            track.angles[np.flatnonzero(near)[:, None], elbows], 45.0
+        )
+    (found,) = analyse(track, 30.0)
+    assert found.exercise == "push_up"
+    assert len(found.rep_times) == 8
+    assert np.allclose(found.rep_times, truth[0]["rep_times"], atol=0.25)
+    assert abs(found.end - truth[0]["end"]) <= 0.5

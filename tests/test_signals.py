@@ -71,3 +71,13 @@ def test_similarity_computed_in_blocks_equals_the_whole_matrix() -> None:
         for start in range(0, len(pose), 97)
     ]
     np.testing.assert_allclose(np.vstack(blocks), whole, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
+def test_a_dip_that_stops_short_of_the_low_level_splits_two_peaks_only_when_asked() -> None:
+    # Two reps (tops 1.0 and 1.1) whose return between them stops at 0.45, above the low level.
+    signal = np.array([0.0, 0.5, 1.0, 0.7, 0.45, 0.8, 1.1, 0.5, 0.0])
+    assert signals.hysteresis_peaks(signal, 0.35, 0.65) == [6]
+    assert signals.hysteresis_peaks(signal, 0.35, 0.65, dip=0.45) == [2, 6]
+    # A wobble at the top smaller than the dip is one peak.
+    wobble = np.array([0.0, 0.5, 1.0, 0.8, 0.7, 0.9, 1.1, 0.5, 0.0])
+    assert signals.hysteresis_peaks(wobble, 0.35, 0.65, dip=0.45) == [6]
