@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from analysis.errors import InvalidVideo, VideoDecodeError
-from analysis.video import check_not_cut_short, open_video, probe_video
+from analysis.video import SampledFrames, check_not_cut_short, open_video, probe_video
 from tests.synthetic import make_video
 
 
@@ -50,22 +51,37 @@ def test_probe_refuses_bytes_that_are_not_a_video(tmp_path: Path) -> None:
         probe_video(path)
 
 
-def _h264(path: Path, seconds: float = 2.0, rotation: int = 0, size=(320, 240)) -> Path:
-    """An H.264 clip of a block moving right, with a display rotation (degrees) if given."""
+def _h264(
+    path: Path,
+    seconds: float = 2.0,
+    rotation: int = 0,
+    size=(320, 240),
+    fps: int = 25,
+    times_ms: list[int] | None = None,
+) -> Path:
+    """An H.264 clip (libx264's default settings: B-frames, some of them referred to by no other
+    frame) of a block moving right, with a display rotation (degrees) if given; with `times_ms`,
+    one frame at each of these times (a variable frame rate)."""
     frames = []
-    for i in range(round(seconds * 25)):
+    count = len(times_ms) if times_ms is not None else round(seconds * fps)
+    for i in range(count):
         frame = np.full((size[1], size[0], 3), 60, np.uint8)
         frame[: size[1] // 4] = (200, 80, 40)  # a blue band marks the top of the picture
         x = 10 + 8 * i % (size[0] - 40)
         cv2.rectangle(frame, (x, size[1] // 2), (x + 30, size[1] // 2 + 30), (250, 250, 250), -1)
         frames.append(frame)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
+        stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        if times_ms is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
         if rotation:
             stream.set_display_rotation(rotation)
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            if times_ms is not None:
+                picture.pts, picture.time_base = times_ms[i], Fraction(1, 1000)
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -104,6 +120,54 @@ def test_both_backends_decode_the_same_upright_frames(tmp_path: Path, rotation: 
     blue = {name: float(part[..., 0].mean() - part[..., 2].mean()) for name, part in edges.items()}
     expected = {0: "top", 90: "left", 180: "bottom", 270: "right"}[rotation]
     assert max(blue, key=lambda name: blue[name]) == expected
+
+
+def _samples(path: Path, step: float, leave: bool) -> tuple[list, int, int]:
+    """What SampledFrames hands over (index, position, frame), the frames it counts, and how many
+    of them were left undecoded."""
+    with open_video(path, "pyav") as stream:
+        sampled = SampledFrames(stream, step, leave_undecoded=leave)
+        items = [(index, position, frame) for index, frame, position in sampled]
+        return items, sampled.frames, stream.skipped
+
+
+def _same_samples(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        i == j and p == q and np.array_equal(f, g)
+        for (i, p, f), (j, q, g) in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize(("fps", "step"), [(25, 0.1), (30, 0.1), (24, 0.1), (60, 1 / 30)])
+def test_frames_nothing_refers_to_are_left_undecoded_and_the_samples_stay_the_same(
+    tmp_path: Path, fps: int, step: float
+) -> None:
+    path = _h264(tmp_path / "clip.mp4", seconds=4.0, fps=fps)
+    decoded, frames, none_left = _samples(path, step, leave=False)
+    left, same_frames, skipped = _samples(path, step, leave=True)
+    assert none_left == 0 and frames == same_frames == 4 * fps
+    assert _same_samples(decoded, left)
+    # libx264 leaves about a third of the frames unreferenced here; most are not sampled.
+    assert skipped >= 0.15 * frames, skipped
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        # Frames 33, 50 and 17 ms apart in turn.
+        [sum(([33, 50, 17] * 40)[:i]) for i in range(120)],
+        # 30 fps with a quarter of a second missing after two seconds (a phone dropping frames):
+        # a frame's index cannot be read off its timestamp.
+        [round(i * 1000 / 30) + (250 if i >= 60 else 0) for i in range(120)],
+    ],
+    ids=["uneven", "gap"],
+)
+def test_a_variable_frame_rate_keeps_its_samples_too(tmp_path: Path, times: list[int]) -> None:
+    path = _h264(tmp_path / "vfr.mp4", fps=30, times_ms=times)
+    decoded, frames, _ = _samples(path, 0.1, leave=False)
+    left, same_frames, _ = _samples(path, 0.1, leave=True)
+    assert frames == same_frames == len(times)
+    assert _same_samples(decoded, left)
 
 
 def test_pyav_scales_large_frames_down_and_reports_the_real_size(tmp_path: Path) -> None:
