@@ -7,8 +7,9 @@
 
 What it measures, on `people_720p.mp4` (203 s, 1280x720, 30 fps: rendered people doing sets,
 `tests.people.long_workout`), at the default options (10 samples a second, pose on, lite model):
-- decode only: `open_video` + `SampledFrames`, i.e. every frame decoded and the sampled ones
-  converted, in the engine's decoding thread: the floor of any analysis.
+- decode only: `open_video` + `SampledFrames`, i.e. every frame the analysis needs decoded (all
+  but the H.264 frames neither sampled nor referred to) and the sampled ones converted, in the
+  engine's decoding thread: the floor of any analysis.
 - pose alone: `PoseEstimator.process` on exactly the frames the workout analysis estimated, in the
   same order (so tracking and detection do the same work), timed call by call with nothing else
   running. "decode + pose" (the two added up) is the baseline the engine is judged against.
