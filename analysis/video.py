@@ -260,7 +260,12 @@ class PyAVStream:
     def leave_undecoded(self, wanted: Callable[[int], bool]) -> None:
         # Only where the frame rate is constant: a frame's index is then told by its timestamp
         # before it is decoded, which is when it must be decided.
-        if self._length_size is not None and self._start_pts is not None and self._constant_rate:
+        if (
+            self._length_size is not None
+            and self._start_pts is not None
+            and self._time_base is not None
+            and self._constant_rate
+        ):
             self._wanted = wanted
 
     @property
