@@ -9,7 +9,6 @@ import functools
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from app import create_app
 from config import Settings
+from tests.server import wait_until
 from tests.synthetic import make_video
 
 _STORAGE = Path(tempfile.mkdtemp(prefix="fuzz-storage-"))
@@ -68,12 +68,12 @@ _SETTLE_SECONDS = 60.0
 def _settle(session_id: str) -> None:
     """Wait until the session's analysis has ended (a deadline, not a hang)."""
     sessions = app.state.service.sessions
-    deadline = time.monotonic() + _SETTLE_SECONDS
-    while (session := sessions.get_session(session_id)) is not None:
-        if session.status.is_terminal:
-            return
-        assert time.monotonic() < deadline, f"session {session_id} still {session.status}"
-        time.sleep(0.02)
+
+    def ended() -> bool:
+        session = sessions.get_session(session_id)
+        return session is None or session.status.is_terminal
+
+    wait_until(ended, _SETTLE_SECONDS, f"session {session_id} ending")
 
 
 class SessionWorkflows(schema.as_state_machine()):  # type: ignore[misc]
