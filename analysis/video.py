@@ -459,24 +459,38 @@ def stop_if_cancelled(cancel_event: threading.Event | None) -> None:
         raise AnalysisCancelled("analysis cancelled")
 
 
+class _Sampler:
+    """The sampling rule: a frame at `seconds` is taken if it is at or past the next sample's
+    time; the one after is a `step` later, or half a step after this frame if that is later (so
+    a gap in the video does not make a burst of samples)."""
+
+    def __init__(self, step: float) -> None:
+        self._step = step
+        self._next = 0.0
+
+    def takes(self, seconds: float) -> bool:
+        if seconds + 1e-6 < self._next:
+            return False
+        self._next = max(self._next + self._step, seconds + self._step / 2)
+        return True
+
+
 class _Schedule:
     """The indices of the frames `SampledFrames` hands over from a video at `fps`, one every
-    `step` seconds, as its loop chooses them (a function of the index alone), for the decoder to
-    know at demuxing time which frames it may leave undecoded. Remembers a bounded window."""
+    `step` seconds (the `_Sampler` rule over every index in turn), for the decoder to know at
+    demuxing time which frames it may leave undecoded. Remembers a bounded window."""
 
     def __init__(self, fps: float, step: float) -> None:
-        self._fps, self._step = fps, step
-        self._next_sample = 0.0
+        self._fps = fps
+        self._sampler = _Sampler(step)
         self._upto = -1  # every index up to here is decided
         self._sampled: set[int] = set()
 
     def __contains__(self, index: int) -> bool:
         while self._upto < index:
             self._upto += 1
-            seconds = self._upto / self._fps
-            if seconds + 1e-6 >= self._next_sample:
+            if self._sampler.takes(self._upto / self._fps):
                 self._sampled.add(self._upto)
-                self._next_sample = max(self._next_sample + self._step, seconds + self._step / 2)
         if len(self._sampled) > 4096:  # packets arrive at most a few dozen frames out of order
             self._sampled = {i for i in self._sampled if i >= index - 1024}
         return index in self._sampled
@@ -552,7 +566,8 @@ class SampledFrames:
         stream, step = self._stream, self._step
         if self._leave_undecoded:
             stream.leave_undecoded(_Schedule(stream.fps, step).__contains__)
-        next_sample = 0.0
+        sampler = _Sampler(step)
+        sampler.takes(0.0)  # the first frame, decoded on opening
         index = 0
         grabbed = 0
         frame: np.ndarray | None = stream.first_frame
@@ -574,7 +589,7 @@ class SampledFrames:
                                 f"the video is longer than the {self._max_seconds / 60:g} "
                                 "minutes accepted"
                             )
-                        if seconds + 1e-6 >= next_sample:
+                        if sampler.takes(seconds):
                             frame = stream.retrieve()
                     except VideoDecodeError as exc:
                         raise VideoDecodeError(
@@ -585,7 +600,6 @@ class SampledFrames:
                             f"decoding failed at {seconds:.2f} s: {exc}"
                         ) from exc
                 if frame is not None:
-                    next_sample = max(next_sample + step, seconds + step / 2)
                     if not self._hand_over((index, frame, stream.position())):
                         return
                     frame = None
