@@ -222,7 +222,8 @@ class PyAVStream:
         """Every frame in display order, as `container.decode` gives them, except those
         `_leave` leaves undecoded."""
         for packet in self._container.demux(stream):
-            if self._wanted is not None and self._leave(packet):
+            wanted = self._wanted
+            if wanted is not None and self._leave(packet, wanted):
                 continue
             yield from packet.decode()
 
@@ -231,9 +232,9 @@ class PyAVStream:
         assert self._start_pts is not None and self._time_base is not None
         return float((pts - self._start_pts) * self._time_base) * self.fps
 
-    def _leave(self, packet: av.Packet) -> bool:
-        """Whether to leave this packet undecoded: a frame of the future that is not wanted and
-        that no other frame refers to (every slice of it has nal_ref_idc 0)."""
+    def _leave(self, packet: av.Packet, wanted: Callable[[int], bool]) -> bool:
+        """Whether to leave this packet undecoded: a frame of the future that is not `wanted`
+        and that no other frame refers to (every slice of it has nal_ref_idc 0)."""
         if (
             self._length_size is None
             or packet.pts is None
@@ -248,8 +249,7 @@ class PyAVStream:
         if (
             abs(place - index) > 0.05  # off the constant-rate grid: not a frame to guess at
             or index <= current
-            or self._wanted is None
-            or self._wanted(index)
+            or wanted(index)
         ):
             return False
         if not _unreferenced(bytes(packet), self._length_size):
