@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from analysis.pose import LANDMARK_NAMES
-from tests.synthetic import _smooth_noise
+from tests.synthetic import _smooth_noise, in_processes
 
 logger = logging.getLogger(__name__)
 
@@ -2551,14 +2551,8 @@ def make_catalogue(
     chosen = list(names or SCENARIOS)
     if workers <= 1:
         return {name: make_scenario(name, folder) for name in chosen}
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # Spawned, not forked: the caller (a pytest session, a server) may be running threads.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        truths = pool.map(make_scenario, chosen, [folder] * len(chosen))
-        return dict(zip(chosen, truths, strict=True))
+    truths = in_processes(make_scenario, chosen, [folder] * len(chosen), workers=workers)
+    return dict(zip(chosen, truths, strict=True))
 
 
 def long_workout(

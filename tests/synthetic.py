@@ -7,10 +7,10 @@ nothing is mocked.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -312,6 +312,36 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
         colour = tuple(int(c) for c in rng.integers(30, 200, 3))
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, -1)
     return image
+
+
+_T = TypeVar("_T")
+
+
+def in_processes(
+    write: Callable[..., _T], *arguments: Iterable[Any], workers: int = 2
+) -> Iterator[_T]:
+    """`map(write, *arguments)` in `workers` processes of their own: the results in order, each
+    as soon as it is ready, so that the caller analyses one clip while the next are drawn.
+
+    Drawing a clip takes one core for most of its time (OpenCV's encoder, numpy's noise); the
+    analysis uses both only part of the time. Spawned, not forked: the caller (a pytest session,
+    a server) may be running threads.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(write, *arguments)
+
+
+def make_workout_videos(
+    folder: Path, specs: Sequence[WorkoutSpec], workers: int = 2
+) -> Iterator[WorkoutTruth]:
+    """`make_workout_video` of each spec into `folder` (clip0.mp4, clip1.mp4, ...), written in
+    `workers` processes; yields the truths in order (see `in_processes`)."""
+    paths = [folder / f"clip{index}.mp4" for index in range(len(specs))]
+    return in_processes(make_workout_video, paths, specs, workers=workers)
 
 
 def make_workout_video(path: Path, spec: WorkoutSpec) -> WorkoutTruth:

@@ -85,7 +85,7 @@ def test_sigkill_mid_analysis_loses_nothing(
     done = _upload(first, clips["short"], analysis_type="full")
     _wait(first, done, TERMINAL)
     results_before = httpx.get(f"{first.url}{API}/results/{done}").json()
-    running = _upload(first, clips["long"], analysis_type="workout")
+    running = _upload(first, clips["long"])  # highlights: 4 s to redo, the workout 9 s
     queued = _upload(first, clips["reps"], analysis_type="workout")
     _analysing(first, running, progress=10)
     assert _status(first, queued)["status"] == "queued"
@@ -111,7 +111,7 @@ def test_sigterm_mid_analysis_hands_the_work_to_the_next_start(
     first = _server(servers, tmp_path)
     done = _upload(first, clips["short"])
     _wait(first, done, TERMINAL)
-    running = _upload(first, clips["long"], analysis_type="workout")
+    running = _upload(first, clips["long"])  # highlights: 4 s to redo, the workout 9 s
     queued = _upload(first, clips["reps"], analysis_type="workout")
     before = _analysing(first, running, progress=10)
     assert _status(first, queued)["status"] == "queued"
