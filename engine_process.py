@@ -107,7 +107,7 @@ class ProcessEngine:
         if cancel_event.is_set():
             raise AnalysisCancelled()
         job = (video_path, analysis_type, output_dir, options)
-        for attempt in (1, 2):
+        for _ in range(2):
             child = self._child()
             try:
                 child.send(job)
@@ -118,13 +118,11 @@ class ProcessEngine:
                 self._forget(child)
                 if cancel_event.is_set():
                     raise AnalysisCancelled() from None
-                if attempt == 2:
-                    raise AnalysisCrashed("the analysis process could not be started") from None
             except BaseException:
                 if not child.alive:
                     self._forget(child)
                 raise
-        raise AssertionError("unreachable")
+        raise AnalysisCrashed("the analysis process could not be started")
 
     def child_pids(self) -> list[int]:
         """The process ids of the children alive now."""
