@@ -45,6 +45,41 @@ def test_a_new_session_is_queued_with_the_ttl_set_at_creation(
         store.create_session("x", "full", {}, session_id=session_id)
 
 
+def test_every_field_reads_back_as_it_was_written(store: RedisSessionStore) -> None:
+    # Text that JSON must escape, nested data, floats, None and a tuple: the hash is
+    # parsed as one JSON object, so a value that ended its member early would show here.
+    params = {"reel": False, "sample_fps": 12.5, "note": 'a "quoted", \\ back\\slash'}
+    session_id = store.create_session('s/vidéo "1".mp4', "full", params, work_dir="s/w,1")
+    result = {"highlights": [{"start": 1.25, "thumbnail": None}], "workout": {"total_reps": 8}}
+    assert store.update_session(
+        session_id,
+        status=SessionStatus.FAILED,
+        progress=73,
+        message="Analyzing segment 13/20",
+        result=result,
+        error='Broken: "moov" atom}\n{"id": "x"} — ünïcode',
+        artifacts=("thumb_0.jpg", "reel.mp4"),
+        started_at=1795850000.125,
+        interruptions=1,
+    )
+    session = store.get_session(session_id)
+    assert session is not None
+    assert (session.id, session.video_path, session.work_dir) == (
+        session_id,
+        's/vidéo "1".mp4',
+        "s/w,1",
+    )
+    assert session.params == params and session.result == result
+    assert session.status is SessionStatus.FAILED and session.progress == 73
+    assert session.error == 'Broken: "moov" atom}\n{"id": "x"} — ünïcode'
+    assert session.artifacts == ("thumb_0.jpg", "reel.mp4")
+    assert session.started_at == 1795850000.125 and session.finished_at is None
+    assert session.interruptions == 1 and session.message == "Analyzing segment 13/20"
+    without = store.get_session(session_id, with_result=False)
+    assert without is not None and without.result is None
+    assert without.error == session.error and without.updated_at == session.updated_at
+
+
 def test_progress_never_goes_backwards(store: RedisSessionStore) -> None:
     session_id = store.create_session("v", "workout", {})
     assert store.update_session(session_id, progress=40)
