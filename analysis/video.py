@@ -232,23 +232,21 @@ class PyAVStream:
         assert self._start_pts is not None and self._time_base is not None
         return float((pts - self._start_pts) * self._time_base) * self.fps
 
+    def _last_index(self) -> int:
+        """The index of the last frame grabbed: those decoded before it and those left."""
+        return self._output - 1 + self._skipped
+
     def _leave(self, packet: av.Packet, wanted: Callable[[int], bool]) -> bool:
         """Whether to leave this packet undecoded: a frame of the future that is not `wanted`
         and that no other frame refers to (every slice of it has nal_ref_idc 0)."""
-        if (
-            self._length_size is None
-            or packet.pts is None
-            or self._start_pts is None
-            or packet.is_keyframe
-            or not packet.size
-        ):
+        # `leave_undecoded` gave `wanted` only once the first timestamp and time base were known.
+        if self._length_size is None or packet.pts is None or packet.is_keyframe or not packet.size:
             return False
         place = self._index_of(packet.pts)
         index = round(place)
-        current = self._output - 1 + self._skipped
         if (
             abs(place - index) > 0.05  # off the constant-rate grid: not a frame to guess at
-            or index <= current
+            or index <= self._last_index()
             or wanted(index)
         ):
             return False
@@ -287,9 +285,7 @@ class PyAVStream:
         while self._left and self._left[0] < frame.pts:
             heapq.heappop(self._left)
             self._skipped += 1
-        if self._wanted is not None and (
-            round(self._index_of(frame.pts)) != self._output - 1 + self._skipped
-        ):
+        if self._wanted is not None and round(self._index_of(frame.pts)) != self._last_index():
             logger.debug("frame timestamps are irregular: every frame is decoded from here")
             self._wanted = None
 
