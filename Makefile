@@ -37,7 +37,7 @@ run-cluster: install-dev redis
 	$(PY) -m local_cluster --port $(PORT)
 
 test: install-dev chromium redis
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The distributed tests and `make run-cluster` run Debian's redis-server: install it where we can.
 redis:

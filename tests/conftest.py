@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
@@ -22,6 +23,26 @@ from tests.synthetic import make_video
 
 API = "/api/v1/video"
 TERMINAL = {"completed", "failed", "cancelled"}
+ANALYSIS_DEADLINE = 120.0
+"""Seconds a test waits for an analysis before it fails. An analysis takes seconds, but it runs
+at idle priority (engine_process.py), and `make test` runs two test files at once on two cores:
+while the other one renders and analyses people at normal priority for up to a minute, it waits."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each operation of the schema-driven fuzz test (tests/test_fuzz.py) a node id of its
+    own. Schemathesis 4.32 names its items `test[METHOD /path]` but builds them with the bare
+    test name as `originalname`, from which pytest 9 makes the node id, so all ten share one.
+    Run alone, each still runs; `make test`'s workers (pytest-xdist, `--dist loadfile`) hand
+    out tests by node id and would run only the first of them, so a shared id stops the run."""
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        bare = f"{getattr(item.parent, 'nodeid', '')}::{getattr(item, 'originalname', '')}"
+        if label and item.nodeid == bare:
+            item._id = item.id.with_params(label)  # pytest's NodeId, with the params it lacked
+    shared = sorted(nodeid for nodeid, n in Counter(i.nodeid for i in items).items() if n > 1)
+    if shared:
+        raise pytest.UsageError(f"tests that share a node id (only one would run): {shared}")
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +144,7 @@ def follow(
     client: TestClient,
     session_id: str,
     until: Callable[[dict[str, Any]], bool],
-    timeout: float = 60,
+    timeout: float = ANALYSIS_DEADLINE,
 ) -> list[dict[str, Any]]:
     """Poll the status endpoint until `until(body)` holds; every body seen, in order. Fails
     after `timeout` seconds."""
@@ -142,7 +163,10 @@ def follow(
 
 
 def wait_for(
-    client: TestClient, session_id: str, statuses: set[str] = TERMINAL, timeout: float = 60
+    client: TestClient,
+    session_id: str,
+    statuses: set[str] = TERMINAL,
+    timeout: float = ANALYSIS_DEADLINE,
 ) -> dict[str, Any]:
     """Poll the status endpoint until the session is in one of `statuses`."""
     return follow(client, session_id, lambda body: body.get("status") in statuses, timeout)[-1]

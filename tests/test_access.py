@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from signing import EVENTS, UrlSigner
-from tests.conftest import API, make_client, upload, wait_for
+from tests.conftest import ANALYSIS_DEADLINE, API, make_client, upload, wait_for
 from tests.raw_http import get
 from tests.server import Server, free_port, launch
 
@@ -240,7 +240,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> 
         with open(clips["short"], "rb") as f:
             answer = httpx.post(f"{server.url}{API}/upload", files={"video": f}, timeout=30)
         session_id = answer.json()["sessionId"]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ANALYSIS_DEADLINE
         while (status := httpx.get(f"{server.url}{API}/status/{session_id}").json())[
             "status"
         ] != "completed":

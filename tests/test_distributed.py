@@ -21,7 +21,7 @@ import pytest
 
 from local_cluster import Cluster, free_port, procfile_command
 from session_store import RedisSessionStore
-from tests.conftest import API, TERMINAL, make_client, upload, wait_for
+from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL, make_client, upload, wait_for
 from tests.server import ROOT, Server, run_refused
 from tests.synthetic import make_video
 
@@ -94,7 +94,7 @@ def _wait(
     server: Server,
     session_id: str,
     until: Callable[[dict[str, Any]], bool],
-    timeout: float = 60,
+    timeout: float = ANALYSIS_DEADLINE,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

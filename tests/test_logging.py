@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from logs import JsonFormatter
-from tests.conftest import API, TERMINAL, make_client
+from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL, make_client
 from tests.server import Server
 from tests.synthetic import make_video
 
@@ -54,7 +54,7 @@ def _upload(
         )
 
 
-def _wait(server: Server, session_id: str, timeout: float = 60) -> dict[str, Any]:
+def _wait(server: Server, session_id: str, timeout: float = ANALYSIS_DEADLINE) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         body = httpx.get(f"{server.url}{API}/status/{session_id}", timeout=5).json()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import API, TERMINAL
+from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL
 from tests.server import Server, run_refused
 
 
@@ -44,7 +44,9 @@ def _status(server: Server, session_id: str) -> dict:
     return httpx.get(f"{server.url}{API}/status/{session_id}", timeout=5).json()
 
 
-def _wait(server: Server, session_id: str, statuses: set[str], timeout: float = 60) -> dict:
+def _wait(
+    server: Server, session_id: str, statuses: set[str], timeout: float = ANALYSIS_DEADLINE
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         body = _status(server, session_id)
@@ -64,7 +66,7 @@ def _restart(servers: list[Server], previous: Server) -> Server:
 def _analysing(server: Server, session_id: str, progress: int = 0) -> dict:
     """Wait until the engine itself reports on the session (so the `processing` status is
     committed: the service commits it before the engine starts), at `progress` or more."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ANALYSIS_DEADLINE
     while True:
         body = _status(server, session_id)
         if (
