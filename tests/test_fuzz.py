@@ -5,15 +5,14 @@ upload to the operations on its session."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
@@ -24,19 +23,17 @@ from tests.server import wait_until
 from tests.synthetic import make_video
 
 _STORAGE = Path(tempfile.mkdtemp(prefix="fuzz-storage-"))
+# Removed when the process ends, not by a fixture: every process that collects this module makes
+# the folder (the app below opens its database there), also one that runs none of its tests (an
+# `--collect-only`, the other worker of `make test`).
+atexit.register(shutil.rmtree, _STORAGE, ignore_errors=True)
 # With a key set, the fuzzer also checks that a missing or wrong key is refused everywhere.
 API_KEY = "fuzz-key"
 app = create_app(Settings(storage_dir=_STORAGE, max_upload_mb=2, max_queued=5, api_key=API_KEY))
+# Schemathesis runs the app's lifespan itself (from the first request of a test to its end): a
+# TestClient here would start a second one on the same storage, which the storage lock refuses,
+# as it refuses a second server.
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def storage() -> Iterator[None]:
-    # Schemathesis runs the app's lifespan itself (from the first request of a test to its end):
-    # a TestClient here would start a second one on the same storage, which the storage lock
-    # refuses, as it refuses a second server.
-    yield
-    shutil.rmtree(_STORAGE, ignore_errors=True)
 
 
 @schema.parametrize()
