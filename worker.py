@@ -13,7 +13,9 @@ thread pool of the one-process server. On top of RQ's `HerokuWorker`:
   another worker takes it over; the session is `queued` meanwhile;
 - whatever a horse fetched or wrote locally is removed after each job, even when it was killed;
 - with WORKER_METRICS_PORT, the worker serves the analysis metrics of its horses (prometheus
-  multiprocess mode) on that port, as README "Running it in production" describes.
+  multiprocess mode) on that port, as README "Running it in production" describes. Their files
+  live in a temporary folder named after the worker's pid, removed when the worker exits, and
+  by the next worker to start on the machine if it was killed outright.
 
 A start that must not go ahead (a bad setting, Redis or the bucket out of reach) says why in
 one line and exits with status 1.
@@ -21,16 +23,47 @@ one line and exits with status 1.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from config import ConfigurationError, Settings, StartupRefused, load_settings
 
 logger = logging.getLogger("worker")
+
+
+_METRICS_FOLDER = "worker-metrics-"
+"""Prefix of a worker's metrics folder in the temporary directory: then the worker's pid, a dash."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _remove_metrics_of_dead_workers() -> None:
+    """Remove the metrics folders of workers that are gone without removing theirs (SIGKILL, the
+    out-of-memory killer). A folder whose pid is alive, perhaps reused, is left alone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_METRICS_FOLDER}*-*"):
+        pid = folder.name.removeprefix(_METRICS_FOLDER).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_own_metrics(folder: str, owner: int) -> None:
+    # Processes forked from the worker inherit its exit handlers: only the worker removes it.
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _serve_metrics(port: int) -> None:
@@ -41,12 +74,14 @@ def _serve_metrics(port: int) -> None:
     write at once, and the folder does not grow by two files per job. The worker itself never
     opens them (its horses make their metrics after the fork).
     """
-    folder = tempfile.mkdtemp(prefix="worker-metrics-")
+    _remove_metrics_of_dead_workers()
+    worker_pid = os.getpid()
+    folder = tempfile.mkdtemp(prefix=f"{_METRICS_FOLDER}{worker_pid}-")
+    atexit.register(_remove_own_metrics, folder, worker_pid)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     from prometheus_client import CollectorRegistry, start_http_server, values
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    worker_pid = os.getpid()
     values.ValueClass = values.MultiProcessValue(lambda: worker_pid)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)

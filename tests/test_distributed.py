@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from local_cluster import Cluster, free_port, procfile_command
+from local_cluster import Cluster, WorkerProcess, free_port, procfile_command
 from session_store import RedisSessionStore
 from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL, make_client, upload, wait_for
 from tests.server import ROOT, Server, run_refused
@@ -33,6 +34,11 @@ def medium(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_video(tmp_path_factory.mktemp("medium") / "medium.mp4", seconds=40, period=1.5)
 
 
+def _add_worker(cluster: Cluster) -> WorkerProcess:
+    """One more worker, serving its metrics (as every worker of this module does)."""
+    return cluster.add_worker(WORKER_METRICS_PORT=str(free_port()))
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Two workers, each serving its metrics, on a Redis and a bucket of this module's own."""
@@ -40,7 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     started = Cluster(folder, workers=0).start()
     try:
         for _ in range(2):
-            started.add_worker(WORKER_METRICS_PORT=str(free_port()))
+            _add_worker(started)
         yield started
     finally:
         started.stop()
@@ -55,7 +61,7 @@ def fresh(cluster: Cluster) -> Iterator[Cluster]:
         if worker.process is not None and worker.process.poll() is not None:
             cluster.workers.remove(worker)
     while len(cluster.workers) < 2:
-        cluster.add_worker(WORKER_METRICS_PORT=str(free_port()))
+        _add_worker(cluster)
     cluster.reset()
 
 
@@ -224,7 +230,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_two_retries(
         _wait(api, session_id, _analysing, timeout=90)
         _busy_worker(fresh).kill_whole()
         if attempt < 2:
-            fresh.add_worker()  # so that one always waits for the job
+            _add_worker(fresh)  # so that one always waits for the job
     final = _wait(api, session_id, _finished, timeout=90)
     assert final["status"] == "failed"
     assert final["error"] == (
@@ -341,6 +347,24 @@ def test_workers_serve_the_metrics_of_their_analyses(
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         total += sum(float(v) for v in pattern.findall(text))
     assert total >= 1
+
+
+def test_worker_metrics_folders_go_with_their_worker_even_one_killed_outright(
+    fresh: Cluster,
+) -> None:
+    def folders(worker: WorkerProcess) -> list[Path]:
+        return list(Path(tempfile.gettempdir()).glob(f"worker-metrics-{worker.pid}-*"))
+
+    stopped, killed = fresh.workers
+    assert len(folders(stopped)) == len(folders(killed)) == 1
+    stopped.terminate()
+    assert stopped.process is not None and stopped.process.wait(15) == 0, stopped.tail()
+    assert folders(stopped) == []
+    killed.kill_whole()
+    assert len(folders(killed)) == 1  # nobody left to remove it ...
+    replacement = _add_worker(fresh)
+    assert folders(killed) == []  # ... until the next worker starts
+    assert len(folders(replacement)) == 1
 
 
 # -- start-up --------------------------------------------------------------------------------------
