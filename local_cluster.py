@@ -166,7 +166,10 @@ class S3Server:
             "-admin.port": free_port(),
             "-admin.port.grpc": free_port(),
         }
-        command = [str(weed), "mini", "-dir", str(data), "-ip", "127.0.0.1"]
+        # Its log files and its unix sockets go in its folder, not in /tmp (their default).
+        command = [str(weed), f"-logdir={self.folder}", "mini", "-dir", str(data)]
+        command += ["-s3.localSocket", str(self.folder / "s3.sock")]
+        command += ["-filer.localSocket", str(self.folder / "filer.sock"), "-ip", "127.0.0.1"]
         command += ["-ip.bind", "127.0.0.1", "-s3.port", str(self.port), "-s3.config", str(config)]
         command += ["-admin.ui=false", "-webdav=false", "-master.telemetry=false"]
         command += ["-s3.port.iceberg", "0", "-s3.port.lance", "0"]

@@ -474,6 +474,10 @@ def test_run_cluster_serves_an_upload_and_ctrl_c_stops_everything(
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} still running"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    # The S3 server's log files and sockets are in the cluster's folder, not in /tmp.
+    (s3_port,) = re.findall(r"S3 on http://127\.0\.0\.1:(\d+)", "\n".join(lines))
+    assert not Path(tempfile.gettempdir(), f"seaweedfs-s3-{s3_port}.sock").exists()
+    assert list(tmp_path.rglob("weed.*.log.INFO.*")), "weed mini wrote its log elsewhere"
 
 
 def test_the_railway_worker_service_starts_the_procfile_worker_line() -> None:
