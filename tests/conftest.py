@@ -19,6 +19,7 @@ from app import create_app
 from blob_store import S3BlobStore
 from config import Settings
 from local_cluster import Cluster, bucket_keys
+from tests.server import Server
 from tests.synthetic import make_video
 
 API = "/api/v1/video"
@@ -140,18 +141,25 @@ def upload(client: TestClient, path: Path, name: str | None = None, **form: str)
         return client.post(f"{API}/upload", files=files, data=form)
 
 
+def status_of(source: TestClient | Server, session_id: str) -> dict[str, Any]:
+    """The status endpoint's answer about a session, from an in-process client or a server."""
+    if isinstance(source, Server):
+        return dict(httpx.get(f"{source.url}{API}/status/{session_id}", timeout=10).json())
+    return dict(source.get(f"{API}/status/{session_id}").json())
+
+
 def follow(
-    client: TestClient,
+    source: TestClient | Server,
     session_id: str,
     until: Callable[[dict[str, Any]], bool],
     timeout: float = ANALYSIS_DEADLINE,
 ) -> list[dict[str, Any]]:
-    """Poll the status endpoint until `until(body)` holds; every body seen, in order. Fails
-    after `timeout` seconds."""
+    """Poll the status endpoint (of a client's app or of a server) until `until(body)` holds;
+    every body seen, in order. Fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     seen: list[dict[str, Any]] = []
     while True:
-        seen.append(client.get(f"{API}/status/{session_id}").json())
+        seen.append(status_of(source, session_id))
         if until(seen[-1]):
             return seen
         if time.monotonic() > deadline:
@@ -163,13 +171,13 @@ def follow(
 
 
 def wait_for(
-    client: TestClient,
+    source: TestClient | Server,
     session_id: str,
     statuses: set[str] = TERMINAL,
     timeout: float = ANALYSIS_DEADLINE,
 ) -> dict[str, Any]:
     """Poll the status endpoint until the session is in one of `statuses`."""
-    return follow(client, session_id, lambda body: body.get("status") in statuses, timeout)[-1]
+    return follow(source, session_id, lambda body: body.get("status") in statuses, timeout)[-1]
 
 
 def running_and_queued(client: TestClient, clips: dict[str, Path]) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from signing import EVENTS, UrlSigner
-from tests.conftest import ANALYSIS_DEADLINE, API, make_client, upload, wait_for
+from tests.conftest import API, make_client, upload, wait_for
 from tests.raw_http import get
 from tests.server import Server, free_port, launch
 
@@ -240,12 +240,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Path]) -> 
         with open(clips["short"], "rb") as f:
             answer = httpx.post(f"{server.url}{API}/upload", files={"video": f}, timeout=30)
         session_id = answer.json()["sessionId"]
-        deadline = time.monotonic() + ANALYSIS_DEADLINE
-        while (status := httpx.get(f"{server.url}{API}/status/{session_id}").json())[
-            "status"
-        ] != "completed":
-            assert time.monotonic() < deadline, status
-            time.sleep(0.05)
+        wait_for(server, session_id, {"completed"})
         results = httpx.get(f"{server.url}{API}/results/{session_id}").json()
         yield server, session_id, results["data"]["highlights"][0]["thumbnail_url"]
     finally:

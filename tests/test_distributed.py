@@ -22,7 +22,7 @@ import pytest
 
 from local_cluster import Cluster, WorkerProcess, free_port, procfile_command
 from session_store import RedisSessionStore
-from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL, make_client, upload, wait_for
+from tests.conftest import API, follow, make_client, status_of, upload, wait_for
 from tests.server import ROOT, Server, run_refused
 from tests.synthetic import make_video
 
@@ -92,31 +92,8 @@ def _upload(server: Server, path: Path, **form: str) -> str:
     return str(response.json()["sessionId"])
 
 
-def _status(server: Server, session_id: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{server.url}{API}/status/{session_id}", timeout=10).json())
-
-
-def _wait(
-    server: Server,
-    session_id: str,
-    until: Callable[[dict[str, Any]], bool],
-    timeout: float = ANALYSIS_DEADLINE,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = _status(server, session_id)
-        if until(body):
-            return body
-        assert time.monotonic() < deadline, f"not within {timeout} s: {body}"
-        time.sleep(0.05)
-
-
 def _analysing(body: dict[str, Any]) -> bool:
     return body.get("status") == "processing" and body.get("progress", 0) >= 5
-
-
-def _finished(body: dict[str, Any]) -> bool:
-    return body.get("status") in TERMINAL
 
 
 def _events(server: Server, session_id: str, timeout: float = 60) -> list[dict[str, Any]]:
@@ -170,10 +147,10 @@ def test_two_api_processes_share_every_session(
 
     # A cancel on B stops the analysis a worker runs for A's upload.
     running = _upload(a, clips["long"])
-    _wait(b, running, _analysing)
+    follow(b, running, _analysing)
     cancelled = httpx.post(f"{b.url}{API}/cancel/{running}", timeout=10)
     assert cancelled.status_code == 200
-    assert _status(a, running)["status"] == "cancelled"
+    assert status_of(a, running)["status"] == "cancelled"
     assert httpx.post(f"{a.url}{API}/cancel/{running}", timeout=10).status_code == 409
 
     for session_id in (done, running):
@@ -189,11 +166,11 @@ def test_two_workers_run_two_videos_at_once(
     first = _upload(api, medium, analysis_type="workout")
     second = _upload(api, medium, analysis_type="workout")
     deadline = time.monotonic() + 60
-    while not all(_status(api, s)["status"] == "processing" for s in (first, second)):
+    while not all(status_of(api, s)["status"] == "processing" for s in (first, second)):
         assert time.monotonic() < deadline, "the two videos never ran at the same time"
         time.sleep(0.05)
     for session_id in (first, second):
-        assert _wait(api, session_id, _finished, timeout=120)["status"] == "completed"
+        assert wait_for(api, session_id, timeout=120)["status"] == "completed"
     # Every local trace of the analyses is gone: the videos they fetched, the artifacts they
     # wrote before uploading them.
     for worker in fresh.workers:
@@ -206,11 +183,11 @@ def test_a_worker_killed_whole_mid_job_hands_it_to_the_other_worker(
 ) -> None:
     (api,) = apis(1)
     session_id = _upload(api, medium, analysis_type="full")
-    _wait(api, session_id, _analysing)
+    follow(api, session_id, _analysing)
     victim = _busy_worker(fresh)
     killed_at = time.monotonic()
     assert len(victim.kill_whole()) == 2  # the worker and its work horse
-    final = _wait(api, session_id, _finished, timeout=90)
+    final = wait_for(api, session_id, timeout=90)
     assert final["status"] == "completed", final
     assert time.monotonic() - killed_at < 90
     session = _store(fresh).get_session(session_id)
@@ -227,11 +204,11 @@ def test_a_job_whose_workers_keep_dying_fails_after_two_retries(
     (api,) = apis(1)
     session_id = _upload(api, medium, analysis_type="workout")
     for attempt in range(3):
-        _wait(api, session_id, _analysing, timeout=90)
+        follow(api, session_id, _analysing, timeout=90)
         _busy_worker(fresh).kill_whole()
         if attempt < 2:
             _add_worker(fresh)  # so that one always waits for the job
-    final = _wait(api, session_id, _finished, timeout=90)
+    final = wait_for(api, session_id, timeout=90)
     assert final["status"] == "failed"
     assert final["error"] == (
         "The analysis was interrupted 3 times (the worker analysing this video stopped each "
@@ -245,7 +222,7 @@ def test_a_worker_given_sigterm_hands_its_job_back_at_once(
 ) -> None:
     (api,) = apis(1)
     session_id = _upload(api, medium, analysis_type="workout")
-    _wait(api, session_id, _analysing)
+    follow(api, session_id, _analysing)
     victim = _busy_worker(fresh)
     stopped_at = time.monotonic()
     victim.terminate()  # what a Railway redeploy sends
@@ -255,7 +232,7 @@ def test_a_worker_given_sigterm_hands_its_job_back_at_once(
     assert time.monotonic() - stopped_at < 10
     assert "handed back to the queue" in victim.tail()
     # The other worker takes it over straight away and completes it.
-    final = _wait(api, session_id, _finished, timeout=90)
+    final = wait_for(api, session_id, timeout=90)
     assert final["status"] == "completed", final
     session = _store(fresh).get_session(session_id)
     assert session is not None and session.interruptions == 0  # a hand-back is no crash
@@ -289,7 +266,7 @@ def test_a_killed_api_process_loses_nothing(
     accepted = [_upload(a, clips["short"]) for _ in range(2)]
     a.kill()  # the instant the last 202 arrived
     for session_id in accepted:
-        assert _wait(b, session_id, _finished, timeout=90)["status"] == "completed"
+        assert wait_for(b, session_id, timeout=90)["status"] == "completed"
 
 
 def test_the_service_recovers_when_redis_restarts_while_idle(
@@ -297,7 +274,7 @@ def test_the_service_recovers_when_redis_restarts_while_idle(
 ) -> None:
     (api,) = apis(1)
     before = _upload(api, clips["short"])
-    _wait(api, before, _finished)
+    wait_for(api, before)
     fresh.redis.stop()
     down = httpx.get(f"{api.url}{API}/status/{before}", timeout=10)
     assert down.status_code == 503
@@ -307,9 +284,9 @@ def test_the_service_recovers_when_redis_restarts_while_idle(
     assert httpx.get(f"{api.url}/health", timeout=10).json()["status"] == "degraded"
     assert httpx.get(f"{api.url}/metrics", timeout=10).status_code == 200
     fresh.redis.start()  # same port, same append-only file
-    assert _wait(api, before, _finished)["status"] == "completed"
+    assert wait_for(api, before)["status"] == "completed"
     after = _upload(api, clips["short"])
-    assert _wait(api, after, _finished, timeout=90)["status"] == "completed"
+    assert wait_for(api, after, timeout=90)["status"] == "completed"
     assert httpx.get(f"{api.url}/health", timeout=10).json()["status"] == "healthy"
 
 
@@ -337,7 +314,7 @@ def test_workers_serve_the_metrics_of_their_analyses(
 ) -> None:
     (api,) = apis(1)
     session_id = _upload(api, clips["short"], analysis_type="workout")
-    assert _wait(api, session_id, _finished)["status"] == "completed"
+    assert wait_for(api, session_id)["status"] == "completed"
     pattern = re.compile(
         r'^video_analyses_total\{analysis_type="workout",outcome="completed"\} (\S+)$', re.M
     )
@@ -461,7 +438,7 @@ def test_run_cluster_serves_an_upload_and_ctrl_c_stops_everything(
         api = Server(tmp_path, tmp_path / "unused.log")
         api.port = port
         session_id = _upload(api, clips["short"])
-        assert _wait(api, session_id, _finished, timeout=90)["status"] == "completed"
+        assert wait_for(api, session_id, timeout=90)["status"] == "completed"
         os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C
         output, _ = launcher.communicate(timeout=60)
         assert launcher.returncode == 0, output

@@ -9,7 +9,6 @@ import logging
 import re
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from logs import JsonFormatter
-from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL, make_client
+from tests.conftest import API, make_client, wait_for
 from tests.server import Server
 from tests.synthetic import make_video
 
@@ -54,16 +53,6 @@ def _upload(
         )
 
 
-def _wait(server: Server, session_id: str, timeout: float = ANALYSIS_DEADLINE) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = httpx.get(f"{server.url}{API}/status/{session_id}", timeout=5).json()
-        if body["status"] in TERMINAL:
-            return dict(body)
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 def _entries(log: Path) -> list[dict[str, Any]]:
     """Every line of the log as a JSON object; a line that is neither JSON nor FFmpeg's fails."""
     entries = []
@@ -89,7 +78,7 @@ def test_json_lines_tell_a_session_s_whole_life_and_a_failure_s_traceback(
     assert response.status_code == 202
     assert response.headers["x-request-id"] == "upload-42"
     session_id = response.json()["sessionId"]
-    assert _wait(json_server, session_id)["status"] == "completed"
+    assert wait_for(json_server, session_id)["status"] == "completed"
     assert httpx.get(f"{json_server.url}{API}/results/{session_id}").status_code == 200
     assert httpx.delete(f"{json_server.url}{API}/cleanup/{session_id}").status_code == 200
 
@@ -98,7 +87,7 @@ def test_json_lines_tell_a_session_s_whole_life_and_a_failure_s_traceback(
     cut = tmp_path / "cut.avi"
     cut.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     failing = _upload(json_server, cut, analysis_type="workout").json()["sessionId"]
-    status = _wait(json_server, failing)
+    status = wait_for(json_server, failing)
     assert status["status"] == "failed"
     results = httpx.get(f"{json_server.url}{API}/results/{failing}")
     assert results.status_code == 400

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ANALYSIS_DEADLINE, API, TERMINAL
+from tests.conftest import ANALYSIS_DEADLINE, API, status_of, wait_for
 from tests.server import Server, run_refused
 
 
@@ -40,22 +40,6 @@ def _upload(server: Server, path: Path, **form: str) -> str:
     return str(response.json()["sessionId"])
 
 
-def _status(server: Server, session_id: str) -> dict:
-    return httpx.get(f"{server.url}{API}/status/{session_id}", timeout=5).json()
-
-
-def _wait(
-    server: Server, session_id: str, statuses: set[str], timeout: float = ANALYSIS_DEADLINE
-) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = _status(server, session_id)
-        if body["status"] in statuses:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
-
-
 def _restart(servers: list[Server], previous: Server) -> Server:
     """A new server process on the same STORAGE_DIR (and log), as after a redeploy."""
     server = Server(previous.storage, previous.log, MAX_WORKERS="1")
@@ -68,7 +52,7 @@ def _analysing(server: Server, session_id: str, progress: int = 0) -> dict:
     committed: the service commits it before the engine starts), at `progress` or more."""
     deadline = time.monotonic() + ANALYSIS_DEADLINE
     while True:
-        body = _status(server, session_id)
+        body = status_of(server, session_id)
         if (
             body["status"] == "processing"
             and body["message"] != "Starting analysis"
@@ -85,12 +69,12 @@ def test_sigkill_mid_analysis_loses_nothing(
 ) -> None:
     first = _server(servers, tmp_path)
     done = _upload(first, clips["short"], analysis_type="full")
-    _wait(first, done, TERMINAL)
+    wait_for(first, done)
     results_before = httpx.get(f"{first.url}{API}/results/{done}").json()
     running = _upload(first, clips["long"])  # highlights: 4 s to redo, the workout 9 s
     queued = _upload(first, clips["reps"], analysis_type="workout")
     _analysing(first, running, progress=10)
-    assert _status(first, queued)["status"] == "queued"
+    assert status_of(first, queued)["status"] == "queued"
     first.kill()
 
     second = _restart(servers, first)
@@ -101,8 +85,8 @@ def test_sigkill_mid_analysis_loses_nothing(
         thumbnail = httpx.get(second.url + highlight["thumbnail_url"])
         assert thumbnail.status_code == 200
     # The interrupted analysis starts over from its saved video and completes, then the queued.
-    assert _wait(second, running, TERMINAL)["status"] == "completed"
-    assert _wait(second, queued, TERMINAL)["status"] == "completed"
+    assert wait_for(second, running)["status"] == "completed"
+    assert wait_for(second, queued)["status"] == "completed"
     reps = httpx.get(f"{second.url}{API}/results/{queued}").json()["data"]["workout"]
     assert abs(reps["total_reps"] - 8) <= 1
 
@@ -112,11 +96,11 @@ def test_sigterm_mid_analysis_hands_the_work_to_the_next_start(
 ) -> None:
     first = _server(servers, tmp_path)
     done = _upload(first, clips["short"])
-    _wait(first, done, TERMINAL)
+    wait_for(first, done)
     running = _upload(first, clips["long"])  # highlights: 4 s to redo, the workout 9 s
     queued = _upload(first, clips["reps"], analysis_type="workout")
     before = _analysing(first, running, progress=10)
-    assert _status(first, queued)["status"] == "queued"
+    assert status_of(first, queued)["status"] == "queued"
     started = time.monotonic()
     # uvicorn re-raises the signal once its shutdown is done, so the process ends "killed by
     # SIGTERM" (143 in a shell), its status after an orderly stop; a crash would be anything else.
@@ -132,12 +116,12 @@ def test_sigterm_mid_analysis_hands_the_work_to_the_next_start(
         assert any((first.storage / session_id).glob("video.*")), "the video was not kept"
 
     second = _restart(servers, first)
-    assert _status(second, done)["status"] == "completed"
-    resumed = _status(second, running)
+    assert status_of(second, done)["status"] == "completed"
+    resumed = status_of(second, running)
     assert resumed["status"] in {"queued", "processing"}
     assert resumed["progress"] >= before["progress"], "progress went backwards"
-    assert _wait(second, running, TERMINAL)["status"] == "completed"
-    assert _wait(second, queued, TERMINAL)["status"] == "completed"
+    assert wait_for(second, running)["status"] == "completed"
+    assert wait_for(second, queued)["status"] == "completed"
     reps = httpx.get(f"{second.url}{API}/results/{queued}").json()["data"]["workout"]
     assert abs(reps["total_reps"] - 8) <= 1
     assert httpx.get(f"{second.url}{API}/results/{running}").status_code == 200
@@ -145,7 +129,7 @@ def test_sigterm_mid_analysis_hands_the_work_to_the_next_start(
     # a third start later, the session is served as before.
     assert second.terminate() == -signal.SIGTERM
     third = _restart(servers, second)
-    assert _status(third, running)["status"] == "completed"
+    assert status_of(third, running)["status"] == "completed"
 
 
 def test_a_session_interrupted_by_two_crashes_fails_on_the_third_start(
@@ -162,7 +146,7 @@ def test_a_session_interrupted_by_two_crashes_fails_on_the_third_start(
     second.kill()
 
     third = _restart(servers, second)
-    status = _status(third, doomed)
+    status = status_of(third, doomed)
     assert status["status"] == "failed"
     assert status["error"] == (
         "The analysis was interrupted twice (the server stopped while analysing this video); "
@@ -172,7 +156,7 @@ def test_a_session_interrupted_by_two_crashes_fails_on_the_third_start(
     assert httpx.get(f"{third.url}/health").json()["running"] == 0
     # The service itself is fine: the next video is analysed.
     after = _upload(third, clips["short"])
-    assert _wait(third, after, TERMINAL)["status"] == "completed"
+    assert wait_for(third, after)["status"] == "completed"
 
 
 def test_a_session_accepted_just_before_a_crash_is_there_after_restart(
@@ -185,9 +169,9 @@ def test_a_session_accepted_just_before_a_crash_is_there_after_restart(
 
     second = _restart(servers, first)
     for session_id in (busy, *accepted):
-        assert _status(second, session_id)["status"] in {"queued", "processing"}
+        assert status_of(second, session_id)["status"] in {"queued", "processing"}
     for session_id in accepted:
-        assert _wait(second, session_id, TERMINAL)["status"] == "completed"
+        assert wait_for(second, session_id)["status"] == "completed"
 
 
 def test_a_second_server_on_the_same_storage_refuses_to_start(
@@ -195,7 +179,7 @@ def test_a_second_server_on_the_same_storage_refuses_to_start(
 ) -> None:
     first = _server(servers, tmp_path)
     running = _upload(first, clips["long"])
-    _wait(first, running, {"processing"})
+    wait_for(first, running, {"processing"})
     code, output = run_refused(first.env, tmp_path / "second.log")
     assert code != 0, output
     assert first.process is not None
@@ -206,10 +190,10 @@ def test_a_second_server_on_the_same_storage_refuses_to_start(
     assert [line for line in output.splitlines() if expected in line], output
     assert "Traceback" not in output
     # The first server never noticed: its analysis runs on and completes.
-    assert _wait(first, running, TERMINAL)["status"] == "completed"
+    assert wait_for(first, running)["status"] == "completed"
     # Once it has stopped, the folder is free again.
     first.terminate()
-    assert _status(_restart(servers, first), running)["status"] == "completed"
+    assert status_of(_restart(servers, first), running)["status"] == "completed"
 
 
 def test_sigterm_is_not_held_up_by_open_event_streams(
@@ -219,7 +203,7 @@ def test_sigterm_is_not_held_up_by_open_event_streams(
     # One worker, four long analyses: a stream on each would hold uvicorn's shutdown until all
     # four had run (about 12 s) but for --timeout-graceful-shutdown 5.
     sessions = [_upload(server, clips["long"]) for _ in range(4)]
-    _wait(server, sessions[0], {"processing"})
+    wait_for(server, sessions[0], {"processing"})
     streams = [
         threading.Thread(target=_follow, args=(server, session_id), daemon=True)
         for session_id in sessions
