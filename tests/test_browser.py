@@ -85,7 +85,11 @@ def open_page(browser: Browser, base_url: str) -> Iterator[Page]:
     """A fresh page; an uncaught JavaScript error in it fails the test."""
     context = browser.new_context(base_url=base_url, viewport={"width": 1000, "height": 900})
     page = context.new_page()
+    # Actions and assertions (`expect`, whose own default is 5 s) wait up to 30 s: `make test`
+    # runs another test file beside this one, and the browser, the server and the analysis
+    # then share the two cores with it.
     page.set_default_timeout(30_000)
+    expect.set_options(timeout=30_000)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
